@@ -1,0 +1,15 @@
+"""Staged input lengths for Axolotl and transformers trainers: short inputs first, longer by level."""
+
+from .config import Curriculum, Level
+
+__all__ = ["Curriculum", "CurriculumPlugin", "Level"]
+__version__ = "0.1.0"
+
+
+def __getattr__(name):
+    # Imported lazily so plain transformers/TRL users need not have Axolotl installed.
+    if name == "CurriculumPlugin":
+        from .plugin import CurriculumPlugin
+
+        return CurriculumPlugin
+    raise AttributeError(name)

@@ -1,0 +1,44 @@
+"""What a batch actually fed to the model contains, measured on the device without a host sync."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import torch
+
+
+def padding_mask(inputs: Mapping[str, torch.Tensor], pad_token_id: int | None) -> torch.Tensor:
+    """True at padding positions of packed rows.
+
+    Axolotl pads a packed row on the right and continues its position_ids, so the padding looks
+    like one more example at the end of the row; it is told apart by holding nothing but pad
+    tokens with no label (an example like that has nothing to train and is never fed).
+    """
+    pos, ids = inputs["position_ids"], inputs["input_ids"]
+    labels = inputs.get("labels")
+    arange = torch.arange(pos.shape[-1], device=pos.device).expand_as(pos)
+    last_start = torch.where(pos == 0, arange, torch.zeros_like(arange)).amax(dim=-1, keepdim=True)
+    tail = arange >= last_start
+    pad_like = ids == (pad_token_id if pad_token_id is not None else -1)
+    if labels is not None:
+        pad_like &= labels == -100
+    tail_is_pad = ((tail & ~pad_like).sum(dim=-1, keepdim=True) == 0)
+    return tail & tail_is_pad
+
+
+def measure_batch(inputs: Mapping[str, torch.Tensor], pad_token_id: int | None) -> torch.Tensor:
+    """Return a device tensor [longest example, non-padding tokens] for one micro-batch."""
+    pos = inputs.get("position_ids")
+    mask = inputs.get("attention_mask")
+    if pos is not None and pos.dim() == 2:
+        pad = padding_mask(inputs, pad_token_id)
+        longest = pos.masked_fill(pad, -1).max() + 1
+        tokens = (~pad).sum()
+    elif mask is not None:
+        per_row = (mask != 0).sum(dim=-1)
+        longest, tokens = per_row.max(), per_row.sum()
+    else:
+        ids = inputs["input_ids"]
+        longest = torch.tensor(ids.shape[-1], device=ids.device)
+        tokens = torch.tensor(ids.numel(), device=ids.device)
+    return torch.stack([longest.to(torch.int64), tokens.to(torch.int64)])

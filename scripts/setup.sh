@@ -1,0 +1,44 @@
+#!/usr/bin/env bash
+# Set up the development environments on a fresh machine (Python 3.11, CPU):
+#   .venv              axolotl 0.19.0 (the default; the whole test suite runs here)
+#   .venv-axolotl-0.21 axolotl 0.21.0 (the e2e tests run here too)
+# Each venv is built once under $AXOLOTL_CURRICULUM_CACHE (default ~/.cache/axolotl-curriculum),
+# keyed by a hash of the files that pin it, and linked into the checkout; this package is
+# installed into it in editable mode every time (cheap).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+cache=${AXOLOTL_CURRICULUM_CACHE:-$HOME/.cache/axolotl-curriculum}
+py=${PYTHON:-python3.11}
+torch_pin="torch==2.13.0"   # a CPU build for Python 3.11; installed first so nothing pulls CUDA torch
+
+build() {  # build NAME REQUIREMENTS INSTALL-COMMAND...
+    local name=$1 reqs=$2; shift 2
+    local key dir
+    key=$(cat "$reqs" requirements/test.txt scripts/setup.sh | sha256sum | cut -c1-12)
+    dir="$cache/$name-$key"
+    if [ ! -f "$dir/.complete" ]; then
+        echo "setup: building $dir (a few minutes, once)"
+        rm -rf "$dir"
+        "$py" -m venv "$dir"
+        "$dir/bin/pip" install -q --upgrade pip setuptools
+        "$dir/bin/pip" install -q "$torch_pin"
+        "$@" "$dir"
+        "$dir/bin/pip" install -q -r requirements/test.txt
+        touch "$dir/.complete"
+    fi
+    ln -sfn "$dir" "$name"
+    "$name/bin/pip" install -q --no-deps --no-build-isolation -e .
+    "$name/bin/python" -c "import axolotl, torch; print('setup: $name axolotl', axolotl.__version__, 'torch', torch.__version__)"
+}
+
+install_019() { "$1/bin/pip" install -q -r requirements/axolotl-0.19.txt; }
+
+install_021() {
+    # 0.21 declares Python >=3.12 but runs on 3.11: install its requirements, then it without deps.
+    echo "${torch_pin}+cpu" > "$1/torch-constraint.txt"
+    "$1/bin/pip" install -q -c "$1/torch-constraint.txt" -r requirements/axolotl-0.21.txt
+    "$1/bin/pip" install -q --no-deps --ignore-requires-python axolotl==0.21.0
+}
+
+build .venv requirements/axolotl-0.19.txt install_019
+build .venv-axolotl-0.21 requirements/axolotl-0.21.txt install_021

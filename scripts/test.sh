@@ -1,0 +1,6 @@
+#!/usr/bin/env bash
+# Run the tests: everything on axolotl 0.19 (.venv), then the e2e tests on axolotl 0.21.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+.venv/bin/python -m pytest -q "$@"
+.venv-axolotl-0.21/bin/python -m pytest -q -m e2e "$@"

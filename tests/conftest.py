@@ -1,0 +1,59 @@
+"""Shared fixtures: a tiny llama and corpora built offline, and a runner for the real `axolotl` CLI."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from pathlib import Path
+
+import pytest
+import yaml
+
+from axolotl_curriculum.demo import axolotl_env, base_config, build_tiny_model, write_corpus
+
+
+@pytest.fixture(scope="session")
+def tiny_model(tmp_path_factory) -> Path:
+    return build_tiny_model(tmp_path_factory.mktemp("tiny") / "model")
+
+
+@pytest.fixture(scope="session")
+def long_corpus(tiny_model, tmp_path_factory) -> Path:
+    """Every row longer than 64 tokens, so each level's cut shows in every batch."""
+    return write_corpus(tmp_path_factory.mktemp("data") / "long.jsonl", tiny_model,
+                        n=400, min_tokens=70, max_tokens=128, seed=1)
+
+
+class AxolotlRun:
+    def __init__(self, out: Path, proc: subprocess.CompletedProcess):
+        self.out, self.proc = out, proc
+        self.output = proc.stdout + proc.stderr
+
+    @property
+    def records(self) -> list[dict]:
+        path = self.out / "curriculum_log.jsonl"
+        return [json.loads(line) for line in path.read_text().splitlines() if line]
+
+    def rank(self, rank: int) -> list[dict]:
+        return sorted((r for r in self.records if r["rank"] == rank), key=lambda r: r["step"])
+
+
+@pytest.fixture
+def axolotl_train(tmp_path, tiny_model, long_corpus):
+    """Run `axolotl train` on a config built from the demo's defaults plus overrides."""
+
+    def run(launcher_args: tuple[str, ...] = (), env: dict | None = None, check: bool = True,
+            **overrides) -> AxolotlRun:
+        out = tmp_path / "out"
+        cfg = base_config(tiny_model, long_corpus, out, **overrides)
+        path = tmp_path / "config.yml"
+        path.write_text(yaml.safe_dump(cfg, sort_keys=False))
+        proc = subprocess.run(["axolotl", "train", str(path), *launcher_args],
+                              env={**axolotl_env(), **(env or {})}, capture_output=True,
+                              text=True, timeout=900)
+        result = AxolotlRun(out, proc)
+        if check and proc.returncode != 0:
+            raise AssertionError(f"axolotl train failed ({proc.returncode}):\n{result.output[-6000:]}")
+        return result
+
+    return run

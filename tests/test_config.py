@@ -1,0 +1,52 @@
+"""The `curriculum:` contract: valid blocks load, wrong ones fail at config time naming the key."""
+
+import pytest
+from pydantic import ValidationError
+
+from axolotl_curriculum import Curriculum
+
+GOOD = {"levels": [{"input_len": 32, "max_steps": 10}, {"input_len": 64, "max_steps": 5},
+                   {"input_len": 128}]}
+
+BAD = [
+    ({"levels": []}, "curriculum.levels: give a non-empty list"),
+    ({}, "curriculum.levels: give a non-empty list"),
+    ({"levles": [{"input_len": 8}]}, "unknown key 'levles'; did you mean 'levels'?"),
+    ({"levels": [{"max_steps": 3}, {"input_len": 8}]}, "curriculum.levels[0].input_len: missing"),
+    ({"levels": [{"input_length": 8}]}, "curriculum.levels[0]: unknown key 'input_length'; did you mean 'input_len'?"),
+    ({"levels": [{"input_len": 0}]}, "curriculum.levels[0].input_len: got 0; use an integer >= 2"),
+    ({"levels": [{"input_len": -5}]}, "curriculum.levels[0].input_len: got -5"),
+    ({"levels": [{"input_len": 12.5}]}, "curriculum.levels[0].input_len: got 12.5"),
+    ({"levels": [{"input_len": "64"}]}, "curriculum.levels[0].input_len: got '64'"),
+    ({"levels": [{"input_len": True}]}, "curriculum.levels[0].input_len: got True"),
+    ({"levels": [{"input_len": 64, "max_steps": 4}, {"input_len": 32}]},
+     "curriculum.levels[1].input_len: got 32; levels must grow, use a value above 64"),
+    ({"levels": [{"input_len": 64, "max_steps": 4}, {"input_len": 64}]}, "levels must grow"),
+    ({"levels": [{"input_len": 16, "max_steps": 0}, {"input_len": 32}]},
+     "curriculum.levels[0].max_steps: got 0; use a positive integer"),
+    ({"levels": [{"input_len": 16, "max_steps": -1}, {"input_len": 32}]}, "max_steps: got -1"),
+    ({"levels": [{"input_len": 16}, {"input_len": 32}]},
+     "curriculum.levels[0].max_steps: missing; every level but the last needs max_steps"),
+    ([{"input_len": 16}], "curriculum: expected a mapping"),
+]
+
+
+def test_good_block_round_trips():
+    cur = Curriculum.model_validate(GOOD)
+    assert cur.input_lens == [32, 64, 128]
+    assert [lv.max_steps for lv in cur.levels] == [10, 5, None]
+    assert Curriculum.model_validate(cur.model_dump(exclude_none=True)) == cur
+
+
+@pytest.mark.parametrize("block,message", BAD)
+def test_bad_block_names_key_and_fix(block, message):
+    with pytest.raises(ValidationError) as err:
+        Curriculum.model_validate(block)
+    assert message in str(err.value)
+
+
+def test_input_len_above_sequence_len():
+    cur = Curriculum.model_validate(GOOD)
+    cur.check_sequence_len(128)
+    with pytest.raises(ValueError, match=r"levels\[2\].input_len: got 128, above sequence_len 100"):
+        cur.check_sequence_len(100)

@@ -1,0 +1,92 @@
+"""The real `axolotl train` CLI on a tiny llama: what each level actually fed the model."""
+
+import pytest
+
+pytestmark = pytest.mark.e2e
+
+LEVELS = [(32, range(1, 11)), (64, range(11, 21)), (128, range(21, 31))]
+
+
+def assert_levels_fed(records, per_step_capacity=None):
+    assert [r["step"] for r in records] == list(range(1, 31)), "the run ends at max_steps"
+    previous = 0
+    for level, (input_len, steps) in enumerate(LEVELS):
+        recs = [r for r in records if r["step"] in steps]
+        assert {(r["level"], r["input_len"]) for r in recs} == {(level, input_len)}
+        for r in recs:
+            # measured from the batch: never above the level, and the cut really changed
+            assert previous < r["max_example_len"] <= input_len, r
+            if per_step_capacity:
+                assert r["tokens"] <= per_step_capacity
+        previous = input_len
+    return records
+
+
+def test_packed_levels_switch_at_configured_steps(axolotl_train):
+    run = axolotl_train(use_tensorboard=True)
+    recs = assert_levels_fed(run.rank(0), per_step_capacity=2 * 128)
+    # rows stay full: a 32-token level packs 8 pieces per 128-token row
+    assert all(r["tokens"] == 256 for r in recs if r["level"] < 2)
+    # the last level feeds whole examples (the corpus holds rows of up to 128 tokens)
+    assert max(r["max_example_len"] for r in recs if r["level"] == 2) >= 120
+    assert "curriculum: level 1 (input_len 64) from step 11" in run.output
+
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    [events] = list((run.out / "runs").rglob("events.out.tfevents.*"))
+    acc = EventAccumulator(str(events))
+    acc.Reload()
+    level = {e.step: e.value for e in acc.Scalars("train/curriculum/level")}
+    input_len = {e.step: e.value for e in acc.Scalars("train/curriculum/input_len")}
+    assert level == {5: 0, 10: 0, 15: 1, 20: 1, 25: 2, 30: 2}
+    assert input_len[5] == 32 and input_len[30] == 128
+
+
+def test_unpacked_batches_are_cut(axolotl_train):
+    recs = assert_levels_fed(axolotl_train(sample_packing=False, micro_batch_size=3).rank(0))
+    for r in recs:
+        assert r["tokens"] <= 3 * r["input_len"]
+    assert all(r["tokens"] == 3 * 32 for r in recs if r["level"] == 0)
+
+
+def test_lora_with_gradient_accumulation(axolotl_train):
+    run = axolotl_train(
+        adapter="lora", lora_r=4, lora_alpha=8, lora_dropout=0.0, lora_target_linear=True,
+        lora_mlp_kernel=False, lora_qkv_kernel=False, lora_o_kernel=False,
+        gradient_accumulation_steps=2,
+    )
+    recs = assert_levels_fed(run.rank(0), per_step_capacity=2 * 2 * 128)
+    assert all(r["tokens"] == 512 for r in recs if r["level"] < 2)  # two full micro-batches
+
+
+def test_two_ranks_on_cpu_agree_on_every_step(axolotl_train):
+    run = axolotl_train(launcher_args=("--launcher", "torchrun", "--", "--nproc_per_node", "2"),
+                        env={"ACCELERATE_USE_CPU": "true"})
+    r0, r1 = run.rank(0), run.rank(1)
+    assert_levels_fed(r0)
+    assert_levels_fed(r1)
+    assert [(r["step"], r["level"]) for r in r0] == [(r["step"], r["level"]) for r in r1]
+    # the ranks were fed different data (different packed rows at the full-length level)
+    assert [r["max_example_len"] for r in r0 if r["level"] == 2] != \
+        [r["max_example_len"] for r in r1 if r["level"] == 2]
+    assert "gather_len_batches: [" in run.output
+
+
+def test_bad_curriculum_fails_before_the_model_loads(axolotl_train):
+    run = axolotl_train(check=False, curriculum={"levels": [
+        {"input_len": 32, "max_steps": 5}, {"input_len": 16}]})
+    assert run.proc.returncode != 0
+    assert "curriculum.levels[1].input_len: got 16; levels must grow" in run.output
+    assert "Loading model" not in run.output and not (run.out / "curriculum_log.jsonl").exists()
+
+
+def test_input_len_above_sequence_len_fails(axolotl_train):
+    run = axolotl_train(check=False, sequence_len=64)
+    assert run.proc.returncode != 0
+    assert "curriculum.levels[1].input_len: got 64" not in run.output  # 64 fits
+    assert "curriculum.levels[2].input_len: got 128, above sequence_len 64" in run.output
+
+
+def test_no_curriculum_block_means_no_change(axolotl_train):
+    run = axolotl_train(curriculum=None)
+    assert not (run.out / "curriculum_log.jsonl").exists()
