@@ -1,11 +1,13 @@
 """The `curriculum:` block: levels of input length, validated with messages a user can act on.
 
 Pure pydantic, so the Axolotl plugin and plain transformers/TRL scripts share one contract.
+Everything is checked on the raw YAML first, so each error names the exact key and the fix.
 """
 
 from __future__ import annotations
 
 import difflib
+import math
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, model_validator
@@ -27,13 +29,75 @@ def _is_int(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 
 
+def _check_int(where: str, value: Any, low: int) -> None:
+    if value is not None and (not _is_int(value) or value < low):
+        raise ValueError(f"{where}: got {value!r}; use an integer >= {low}")
+
+
+def _check_float(where: str, value: Any, low: float, high: float = math.inf,
+                 low_open: bool = False) -> None:
+    ok = (isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+          and (value > low if low_open else value >= low) and value <= high)
+    if not ok:
+        bound = f"> {low}" if low_open else f">= {low}"
+        bound += f" and <= {high}" if high != math.inf else ""
+        raise ValueError(f"{where}: got {value!r}; use a number {bound}")
+
+
+class SenseGrad(BaseModel):
+    """SENSE_GRAD: advance a level only when gradient and loss statistics say training settled.
+
+    Statistics are taken over the last `window` optimizer steps of the level, leaving out the
+    first `settle_steps` after it began (a switch moves the gradient norm by itself).
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    check_every: int = 10          # steps between decisions (the only host reads of statistics)
+    window: int = 20               # steps the statistics look back
+    settle_steps: int = 5          # steps after a switch left out of the statistics
+    min_steps: int = 20            # default least steps per level (a level may set its own)
+    max_grad_cv: float = 0.3       # grad-norm std / mean over the window must be at most this
+    grad_spike_factor: float = 2.5  # a step's grad norm above this x its running mean is a spike
+    loss_spike_factor: float = 1.5  # a step's loss above this x its running mean is a spike
+    max_spikes: int = 0            # spikes allowed in the window
+    max_loss_slope: float = 0.0    # loss trend (fraction of the mean per step) must be at most this
+    ema_beta: float = 0.9          # weight of the past in the running means
+    backoff: bool = False          # return to the previous level after spikes right after a switch
+    backoff_spikes: int = 3        # spikes in the settle steps that trigger a back-off
+    backoff_steps: int = 20        # steps spent back at the previous level (once per level)
+
+    @classmethod
+    def validate_raw(cls, where: str, data: dict) -> None:
+        _check_keys(where, data, list(cls.model_fields))
+        for key, low in _SENSE_GRAD_INT_MINIMA.items():
+            _check_int(f"{where}.{key}", data.get(key), low)
+        for key in ("max_grad_cv",):
+            if key in data:
+                _check_float(f"{where}.{key}", data[key], 0.0, low_open=True)
+        for key in ("grad_spike_factor", "loss_spike_factor"):
+            if key in data:
+                _check_float(f"{where}.{key}", data[key], 1.0, low_open=True)
+        if "max_loss_slope" in data:
+            _check_float(f"{where}.max_loss_slope", data["max_loss_slope"], -1.0, 1.0)
+        if "ema_beta" in data:
+            _check_float(f"{where}.ema_beta", data["ema_beta"], 0.0, 0.999, low_open=True)
+        if "backoff" in data and not isinstance(data["backoff"], bool):
+            raise ValueError(f"{where}.backoff: got {data['backoff']!r}; use true or false")
+
+
+_SENSE_GRAD_INT_MINIMA = {"check_every": 1, "window": 3, "settle_steps": 0, "min_steps": 1,
+                          "max_spikes": 0, "backoff_spikes": 1, "backoff_steps": 1}
+
+
 class Level(BaseModel):
     """LEVEL: one stage of training; every example is cut to at most `input_len` tokens."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     input_len: int
-    max_steps: int | None = None
+    max_steps: int | None = None   # steps in this level at most (the last level runs to the end)
+    min_steps: int | None = None   # with sense_grad: steps in this level at least
 
 
 class Curriculum(BaseModel):
@@ -42,58 +106,85 @@ class Curriculum(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     levels: list[Level]
+    sense_grad: SenseGrad | None = None
+    restart_on_resume: bool = False  # resuming under a changed block starts the levels over
 
     @model_validator(mode="before")
     @classmethod
     def _validate_raw(cls, data: Any) -> Any:
-        # Checked on the raw YAML so each error names the exact key and the fix, in one line.
         if isinstance(data, Curriculum):
             return data
         if not isinstance(data, dict):
-            raise ValueError(
-                f"curriculum: expected a mapping with a 'levels' list, got {data!r}"
-            )
+            raise ValueError(f"curriculum: expected a mapping with a 'levels' list, got {data!r}")
         _check_keys("curriculum", data, list(cls.model_fields))
+        data = dict(data)
+        sense = data.get("sense_grad")
+        if sense is True or sense == {}:
+            data["sense_grad"] = sense = {}
+        elif sense is False or sense is None:
+            data.pop("sense_grad", None)
+            sense = None
+        elif isinstance(sense, SenseGrad):
+            sense = sense.model_dump()
+        elif isinstance(sense, dict):
+            SenseGrad.validate_raw("curriculum.sense_grad", sense)
+        else:
+            raise ValueError(
+                f"curriculum.sense_grad: got {sense!r}; use true, or a mapping of its settings"
+            )
+        restart = data.get("restart_on_resume", False)
+        if not isinstance(restart, bool):
+            raise ValueError(f"curriculum.restart_on_resume: got {restart!r}; use true or false")
+
         levels = data.get("levels")
         if not isinstance(levels, list) or not levels:
             raise ValueError(
                 "curriculum.levels: give a non-empty list of levels, e.g. "
                 "[{input_len: 256, max_steps: 100}, {input_len: 1024}]"
             )
+        default_min = (sense or {}).get("min_steps", SenseGrad().min_steps)
         previous = None
         for i, level in enumerate(levels):
             where = f"curriculum.levels[{i}]"
             if isinstance(level, Level):
-                level = level.model_dump()
+                level = level.model_dump(exclude_none=True)
             if not isinstance(level, dict):
                 raise ValueError(f"{where}: expected a mapping like {{input_len: 256}}, got {level!r}")
             _check_keys(where, level, list(Level.model_fields))
             if "input_len" not in level:
-                raise ValueError(f"{where}.input_len: missing; every level needs an input_len (tokens kept per example)")
+                raise ValueError(f"{where}.input_len: missing; every level needs an input_len "
+                                 "(tokens kept per example)")
             input_len = level["input_len"]
-            if not _is_int(input_len) or input_len < MIN_INPUT_LEN:
-                raise ValueError(
-                    f"{where}.input_len: got {input_len!r}; use an integer >= {MIN_INPUT_LEN}"
-                )
+            _check_int(f"{where}.input_len", input_len, MIN_INPUT_LEN)
             if previous is not None and input_len <= previous:
                 raise ValueError(
                     f"{where}.input_len: got {input_len}; levels must grow, use a value above "
                     f"{previous} (the previous level's input_len)"
                 )
             previous = input_len
-            max_steps = level.get("max_steps")
-            if max_steps is not None and (not _is_int(max_steps) or max_steps <= 0):
-                raise ValueError(f"{where}.max_steps: got {max_steps!r}; use a positive integer")
-            if max_steps is None and i < len(levels) - 1:
+            _check_int(f"{where}.max_steps", level.get("max_steps"), 1)
+            _check_int(f"{where}.min_steps", level.get("min_steps"), 1)
+            if level.get("max_steps") is None and i < len(levels) - 1:
+                raise ValueError(f"{where}.max_steps: missing; every level but the last needs "
+                                 "max_steps (optimizer steps spent in it, at most with sense_grad)")
+            if level.get("min_steps") is not None and sense is None:
+                raise ValueError(f"{where}.min_steps: only means something with sense_grad; "
+                                 "add `sense_grad: true` or remove it")
+            low = level.get("min_steps", default_min)
+            if sense is not None and level.get("max_steps") is not None and low > level["max_steps"]:
                 raise ValueError(
-                    f"{where}.max_steps: missing; every level but the last needs max_steps "
-                    "(optimizer steps spent in it)"
+                    f"{where}.min_steps: {low} is above max_steps {level['max_steps']}; "
+                    "lower min_steps (or sense_grad.min_steps) or raise max_steps"
                 )
         return data
 
     @property
     def input_lens(self) -> list[int]:
         return [level.input_len for level in self.levels]
+
+    def min_steps(self, level: int) -> int:
+        own = self.levels[level].min_steps
+        return own if own is not None else (self.sense_grad or SenseGrad()).min_steps
 
     def check_sequence_len(self, sequence_len: int) -> None:
         """No level may ask for more tokens than the model is trained on."""

@@ -132,9 +132,8 @@ class CurriculumRun:
     def __init__(self, trainer, curriculum: Curriculum, pack: Packer | None = None):
         self.trainer = trainer
         self.curriculum = curriculum
-        self.timeline = Timeline.from_max_steps(
-            curriculum.input_lens, [level.max_steps for level in curriculum.levels]
-        )
+        self.timeline = Timeline(curriculum.input_lens,
+                                 [level.max_steps for level in curriculum.levels])
         self.pack = pack
         self.plan: BatchPlan | None = None
         self.log = RunLog(Path(trainer.args.output_dir) / LOG_FILE, trainer.args.process_index)

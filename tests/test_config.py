@@ -23,12 +23,44 @@ BAD = [
      "curriculum.levels[1].input_len: got 32; levels must grow, use a value above 64"),
     ({"levels": [{"input_len": 64, "max_steps": 4}, {"input_len": 64}]}, "levels must grow"),
     ({"levels": [{"input_len": 16, "max_steps": 0}, {"input_len": 32}]},
-     "curriculum.levels[0].max_steps: got 0; use a positive integer"),
+     "curriculum.levels[0].max_steps: got 0; use an integer >= 1"),
     ({"levels": [{"input_len": 16, "max_steps": -1}, {"input_len": 32}]}, "max_steps: got -1"),
     ({"levels": [{"input_len": 16}, {"input_len": 32}]},
      "curriculum.levels[0].max_steps: missing; every level but the last needs max_steps"),
     ([{"input_len": 16}], "curriculum: expected a mapping"),
+    ({"levels": [{"input_len": 16, "max_steps": 5, "min_steps": 2}, {"input_len": 32}]},
+     "curriculum.levels[0].min_steps: only means something with sense_grad"),
+    ({"levels": [{"input_len": 16, "max_steps": 5}, {"input_len": 32}], "sense_grad": True},
+     "curriculum.levels[0].min_steps: 20 is above max_steps 5"),
+    ({"levels": [{"input_len": 16, "max_steps": 50, "min_steps": 60}, {"input_len": 32}],
+      "sense_grad": {}}, "curriculum.levels[0].min_steps: 60 is above max_steps 50"),
+    ({"levels": [{"input_len": 16}], "sense_grad": {"max_grad_cv": 0}},
+     "curriculum.sense_grad.max_grad_cv: got 0; use a number > 0.0"),
+    ({"levels": [{"input_len": 16}], "sense_grad": {"grad_spike_factor": 0.5}},
+     "curriculum.sense_grad.grad_spike_factor: got 0.5; use a number > 1.0"),
+    ({"levels": [{"input_len": 16}], "sense_grad": {"ema_beta": 1.0}}, "sense_grad.ema_beta: got 1.0"),
+    ({"levels": [{"input_len": 16}], "sense_grad": {"window": 2}},
+     "curriculum.sense_grad.window: got 2; use an integer >= 3"),
+    ({"levels": [{"input_len": 16}], "sense_grad": {"check_evry": 2}},
+     "curriculum.sense_grad: unknown key 'check_evry'; did you mean 'check_every'?"),
+    ({"levels": [{"input_len": 16}], "sense_grad": {"max_loss_slope": float("nan")}},
+     "sense_grad.max_loss_slope: got nan"),
+    ({"levels": [{"input_len": 16}], "sense_grad": "yes"}, "curriculum.sense_grad: got 'yes'"),
+    ({"levels": [{"input_len": 16}], "restart_on_resume": "no"}, "curriculum.restart_on_resume"),
 ]
+
+
+@pytest.mark.parametrize("value", [True, {}])
+def test_sense_grad_shorthand_gives_defaults(value):
+    cur = Curriculum.model_validate({"levels": [{"input_len": 16, "max_steps": 40},
+                                                {"input_len": 32}], "sense_grad": value})
+    assert cur.sense_grad is not None and cur.sense_grad.check_every == 10
+    assert cur.min_steps(0) == 20
+
+
+def test_sense_grad_off():
+    cur = Curriculum.model_validate({"levels": [{"input_len": 16}], "sense_grad": False})
+    assert cur.sense_grad is None
 
 
 def test_good_block_round_trips():

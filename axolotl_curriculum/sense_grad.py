@@ -1,0 +1,138 @@
+"""SENSE_GRAD: decide from gradient and loss statistics when a level has settled.
+
+Pure host code over floats that the trainer adapter has already reduced across ranks, read
+once per check (every `check_every` steps), so every rank takes the same decision at the same
+step and nothing here touches the training hot path.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from .config import Curriculum
+from .schedule import Timeline
+
+
+@dataclass
+class Decision:
+    step: int          # 1-based optimizer step after which it was taken
+    level: int
+    action: str        # advance | hold | backoff | pending | last_level
+    reason: str
+    stats: dict = field(default_factory=dict)
+
+
+@dataclass
+class _Stay:
+    """Statistics of the current stay in a level."""
+
+    start: int
+    grad: list[float] = field(default_factory=list)
+    loss: list[float] = field(default_factory=list)
+    spike: list[bool] = field(default_factory=list)
+
+
+class Gate:
+    def __init__(self, curriculum: Curriculum, timeline: Timeline, delay: int):
+        self.cfg = curriculum.sense_grad
+        self.curriculum = curriculum
+        self.timeline = timeline
+        self.delay = delay          # steps from a decision to the first step fed at the new level
+        self.stay = _Stay(start=0)
+        self.ema_grad: float | None = None
+        self.ema_loss: float | None = None
+        self.backed_off: list[int] = []
+        self.decisions: list[Decision] = []
+
+    # -- statistics ---------------------------------------------------------------------------
+    def observe(self, step: int, grad_norm: float, loss: float) -> bool:
+        """Record one finished 0-based step; return whether it was a spike."""
+        _, start = self.timeline.position(step)
+        if start != self.stay.start:
+            self.stay = _Stay(start=start)  # the running means carry over: a jump shows as spikes
+        finite = math.isfinite(grad_norm) and math.isfinite(loss)
+        spike = not finite or (
+            (self.ema_grad is not None and grad_norm > self.cfg.grad_spike_factor * self.ema_grad)
+            or (self.ema_loss is not None and loss > self.cfg.loss_spike_factor * self.ema_loss)
+        )
+        if finite:
+            b = self.cfg.ema_beta
+            self.ema_grad = grad_norm if self.ema_grad is None else b * self.ema_grad + (1 - b) * grad_norm
+            self.ema_loss = loss if self.ema_loss is None else b * self.ema_loss + (1 - b) * loss
+        self.stay.grad.append(grad_norm)
+        self.stay.loss.append(loss)
+        self.stay.spike.append(spike)
+        return spike
+
+    def window_stats(self) -> dict:
+        cfg = self.cfg
+        grad = np.array(self.stay.grad[cfg.settle_steps:][-cfg.window:], dtype=np.float64)
+        loss = np.array(self.stay.loss[cfg.settle_steps:][-cfg.window:], dtype=np.float64)
+        spikes = int(sum(self.stay.spike[cfg.settle_steps:][-cfg.window:]))
+        stats = {"window": int(len(grad)), "spikes": spikes, "grad_cv": math.nan,
+                 "loss_slope": math.nan}
+        ok = np.isfinite(grad) & np.isfinite(loss)
+        if ok.sum() >= 3:
+            g, lo = grad[ok], loss[ok]
+            stats["grad_cv"] = float(g.std() / g.mean()) if g.mean() > 0 else math.inf
+            slope = np.polyfit(np.arange(len(lo), dtype=np.float64), lo, 1)[0]
+            stats["loss_slope"] = float(slope / abs(lo.mean())) if lo.mean() != 0 else math.inf
+        return stats
+
+    # -- decisions ----------------------------------------------------------------------------
+    def decide(self, step: int) -> Decision:
+        """Take the decision after 1-based step `step` (all its statistics observed)."""
+        cfg = self.cfg
+        last = step - 1
+        level, start = self.timeline.position(last)
+        done = step - start
+        stats = {**self.window_stats(), "steps_in_level": done}
+
+        def out(action, reason):
+            decision = Decision(step, level, action, reason, stats)
+            self.decisions.append(decision)
+            return decision
+
+        if self.timeline.pending_after(last):
+            return out("pending", "a switch is already on its way to the data")
+        if level == self.timeline.last_level:
+            return out("last_level", "the last level runs to the end")
+        if self.timeline.level_at(last + self.delay) != level:
+            return out("pending", "max_steps reached: the cap switches the level")
+        early = self.stay.spike[: cfg.settle_steps]
+        if (cfg.backoff and level > 0 and level not in self.backed_off
+                and sum(early) >= cfg.backoff_spikes):
+            self.backed_off.append(level)
+            self.timeline.switch(last + self.delay, level - 1, cap=cfg.backoff_steps)
+            return out("backoff", f"{sum(early)} spikes in the {len(early)} steps after the switch;"
+                                  f" back to level {level - 1} for {cfg.backoff_steps} steps")
+        if done < self.curriculum.min_steps(level):
+            return out("hold", f"min_steps: {done} < {self.curriculum.min_steps(level)}")
+        if stats["window"] < 3:
+            return out("hold", "collecting statistics after the switch")
+        reasons = []
+        if not stats["grad_cv"] <= cfg.max_grad_cv:
+            reasons.append(f"grad_cv {stats['grad_cv']:.3g} > {cfg.max_grad_cv}")
+        if stats["spikes"] > cfg.max_spikes:
+            reasons.append(f"spikes {stats['spikes']} > {cfg.max_spikes}")
+        if not stats["loss_slope"] <= cfg.max_loss_slope:
+            reasons.append(f"loss_slope {stats['loss_slope']:.3g} > {cfg.max_loss_slope}")
+        if reasons:
+            return out("hold", "; ".join(reasons))
+        self.timeline.switch(last + self.delay, level + 1)
+        return out("advance", f"settled: grad_cv {stats['grad_cv']:.3g}, spikes {stats['spikes']},"
+                              f" loss_slope {stats['loss_slope']:.3g}; level {level + 1} from step"
+                              f" {last + self.delay + 1}")
+
+    # -- checkpoints --------------------------------------------------------------------------
+    def state_dict(self) -> dict:
+        return {"stay": vars(self.stay), "ema_grad": self.ema_grad, "ema_loss": self.ema_loss,
+                "backed_off": self.backed_off}
+
+    def load(self, state: dict) -> None:
+        self.stay = _Stay(**state["stay"])
+        self.ema_grad, self.ema_loss = state["ema_grad"], state["ema_loss"]
+        self.backed_off = list(state["backed_off"])
