@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import logging
 import os
+from pathlib import Path
 
 import numpy as np
 import torch
 from axolotl.integrations.base import BasePlugin
 
 from .config import Curriculum
-from .trainer import attach
+from .trainer import attach, default_resume_dir
 
 
 def axolotl_pack(lengths: np.ndarray, capacity: int, max_bins: int, bin_size: int) -> list[list[int]]:
@@ -46,4 +47,10 @@ class CurriculumPlugin(BasePlugin):
 
     def post_trainer_create(self, cfg, trainer):
         if cfg.curriculum:
-            attach(trainer, Curriculum.model_validate(cfg.curriculum), pack=axolotl_pack)
+            def resume_dir(args, state):
+                if isinstance(cfg.resume_from_checkpoint, str):
+                    return Path(cfg.resume_from_checkpoint)
+                return default_resume_dir(args, state)
+
+            attach(trainer, Curriculum.model_validate(cfg.curriculum), pack=axolotl_pack,
+                   resume_dir=resume_dir)

@@ -37,12 +37,21 @@ class RunLog:
     def add_micro_batch(self, measured: torch.Tensor) -> None:
         self._micro.append(measured)
 
-    def end_step(self, **fields) -> None:
+    def end_step(self, extra: torch.Tensor, **fields) -> None:
+        """Close a step: its micro-batches' [longest, tokens] and `extra` = [loss, grad_norm]."""
         if not self._micro:
             return
-        stacked = torch.stack(self._micro)
+        stacked = torch.stack(self._micro).float()
         self._micro = []
-        self._pending.append((fields, torch.stack([stacked[:, 0].max(), stacked[:, 1].sum()])))
+        self._pending.append((fields, torch.cat([torch.stack([stacked[:, 0].max(),
+                                                              stacked[:, 1].sum()]), extra])))
+
+    def annotate(self, step: int, **fields) -> None:
+        """Add host-side fields (a decision) to a pending step's record."""
+        for record, _ in reversed(self._pending):
+            if record["step"] == step:
+                record.update(fields)
+                return
 
     @property
     def pending(self) -> int:
@@ -54,8 +63,9 @@ class RunLog:
         values = torch.stack([t for _, t in self._pending]).cpu().tolist()
         self.host_reads += 1
         records = [
-            {**fields, "rank": self.rank, "max_example_len": longest, "tokens": tokens}
-            for (fields, _), (longest, tokens) in zip(self._pending, values)
+            {**fields, "rank": self.rank, "max_example_len": int(longest), "tokens": int(tokens),
+             "loss": loss, "grad_norm": grad_norm}
+            for (fields, _), (longest, tokens, loss, grad_norm) in zip(self._pending, values)
         ]
         self._pending = []
         with self.path.open("a") as f:

@@ -8,7 +8,9 @@ fixed length, so `max_steps`, epochs and the LR schedule stay as the trainer com
 
 from __future__ import annotations
 
+import json
 import logging
+import math
 from collections.abc import Callable, Iterator
 from functools import partial
 from pathlib import Path
@@ -24,10 +26,13 @@ from .config import Curriculum
 from .cut import cut_head
 from .plan import BatchPlan, Packer, first_scored_label
 from .runlog import RunLog
-from .schedule import Timeline
+from .schedule import Segment, Timeline
+from .sense_grad import Gate
 
 LOG = logging.getLogger("axolotl_curriculum")
 LOG_FILE = "curriculum_log.jsonl"
+STATE_FILE = "curriculum_state.json"
+GATE_PREFETCH = 2  # per worker, with sense_grad: bounds how far the data runs ahead of decisions
 FLUSH_EVERY = 256  # steps; bounds the device-side buffer when logging is sparse
 
 
@@ -66,6 +71,7 @@ class LevelBatchSampler(BatchSampler):
         batches_per_step: int,
         n_rows: int,
         current_step: Callable[[], int],
+        delay: int | None = None,
     ):
         self.plan = plan
         self.timeline = timeline
@@ -74,6 +80,7 @@ class LevelBatchSampler(BatchSampler):
         self.steps_per_epoch = n_batches // batches_per_step
         self.n_rows = n_rows
         self.current_step = current_step
+        self.delay = delay
         self.batch_size = plan.batch_size
         self.drop_last = True
         self.sampler = None
@@ -87,7 +94,7 @@ class LevelBatchSampler(BatchSampler):
         first = epoch * self.steps_per_epoch
         batches = self.plan.epoch(
             epoch, self.n_batches, self.batches_per_step,
-            lambda k: self.timeline.input_len_at(first + k),
+            lambda k: self.timeline.input_len_at(self._checked(first + k)),
         )
         for input_len, batch in batches:
             base = input_len * self.n_rows
@@ -95,6 +102,18 @@ class LevelBatchSampler(BatchSampler):
                 yield [[base + i for i in b] for b in batch]
             else:
                 yield [base + i for i in batch]
+
+
+    def _checked(self, step: int) -> int:
+        # Decisions reach the data `delay` steps later; planning further ahead could disagree
+        # with a decision still to come, and then ranks or the log would disagree with the data.
+        if self.delay is not None and step >= self.current_step() + self.delay:
+            raise RuntimeError(
+                f"curriculum: the data loader planned step {step + 1} while training is at step "
+                f"{self.current_step()}, beyond the switch delay of {self.delay} steps; lower "
+                "dataloader_num_workers or gradient_accumulation_steps"
+            )
+        return step
 
 
 def row_stats(dataset) -> tuple[np.ndarray, np.ndarray]:
@@ -127,7 +146,7 @@ def _seed_worker(trainer) -> Callable | None:
 
 
 class CurriculumRun:
-    """One training run's curriculum: the timeline, the data plan, the run log."""
+    """One training run's curriculum: the timeline, the data plan, the gate and the run log."""
 
     def __init__(self, trainer, curriculum: Curriculum, pack: Packer | None = None):
         self.trainer = trainer
@@ -136,11 +155,31 @@ class CurriculumRun:
                                  [level.max_steps for level in curriculum.levels])
         self.pack = pack
         self.plan: BatchPlan | None = None
+        self.gate: Gate | None = None
         self.log = RunLog(Path(trainer.args.output_dir) / LOG_FILE, trainer.args.process_index)
+        self.gate_reads = 0
         self._since_log: list[dict] = []
+        self._gate_pending: list[torch.Tensor] = []
+        self._micro_loss: list[torch.Tensor] = []
+        self._grad_norm = None
         self._level = None
+        self._decision_fields: dict[str, Any] = {}
         tokenizer = getattr(trainer, "processing_class", None) or getattr(trainer, "tokenizer", None)
         self.pad_token_id = getattr(tokenizer, "pad_token_id", None)
+
+    @property
+    def sense_grad(self):
+        return self.curriculum.sense_grad
+
+    def switch_delay(self) -> int:
+        """Steps from a decision to the first step fed at the new level.
+
+        The loader's main process plans at most workers x prefetch micro-batches ahead, plus one
+        held by accelerate and one being fetched; a step needs gradient_accumulation_steps of them.
+        """
+        args = self.trainer.args
+        ahead = args.dataloader_num_workers * GATE_PREFETCH + 2
+        return 1 + math.ceil(ahead / args.gradient_accumulation_steps)
 
     # -- data ---------------------------------------------------------------------------------
     def train_dataloader(self) -> DataLoader:
@@ -179,9 +218,15 @@ class CurriculumRun:
                 )
         per_step = args.world_size * args.gradient_accumulation_steps
         n_batches = max(per_step, n_batches - n_batches % per_step)
-        sampler = LevelBatchSampler(self.plan, self.timeline, n_batches, per_step, len(dataset),
-                                    lambda: trainer.state.global_step)
         workers = args.dataloader_num_workers
+        prefetch = args.dataloader_prefetch_factor if workers else None
+        delay = None
+        if self.sense_grad is not None:
+            delay = self.switch_delay()
+            prefetch = GATE_PREFETCH if workers else None
+            self.gate = self.gate or Gate(self.curriculum, self.timeline, delay)
+        sampler = LevelBatchSampler(self.plan, self.timeline, n_batches, per_step, len(dataset),
+                                    lambda: trainer.state.global_step, delay)
         loader = DataLoader(
             CutDataset(dataset),
             batch_sampler=sampler,
@@ -189,16 +234,20 @@ class CurriculumRun:
             num_workers=workers,
             pin_memory=args.dataloader_pin_memory,
             persistent_workers=args.dataloader_persistent_workers if workers else False,
-            prefetch_factor=args.dataloader_prefetch_factor if workers else None,
+            prefetch_factor=prefetch,
             worker_init_fn=_seed_worker(trainer),
         )
         if packed:
             trainer.accelerator.even_batches = False
         return trainer.accelerator.prepare(loader)
 
-    # -- observation --------------------------------------------------------------------------
-    def on_micro_batch(self, inputs) -> None:
+    # -- observation (hot path: device tensors only) -------------------------------------------
+    def on_micro_batch(self, inputs, loss) -> None:
         self.log.add_micro_batch(measure_batch(inputs, self.pad_token_id))
+        self._micro_loss.append(loss.detach().float().reshape(()))
+
+    def on_grad_norm(self, grad_norm) -> None:
+        self._grad_norm = grad_norm
 
     def on_step_end(self, global_step: int) -> None:
         step = global_step - 1
@@ -207,9 +256,42 @@ class CurriculumRun:
         if level != self._level and self.log.rank == 0:
             LOG.info("curriculum: level %d (input_len %d) from step %d", level, input_len, global_step)
         self._level = level
-        self.log.end_step(step=global_step, level=level, input_len=input_len)
+        device = self._micro_loss[0].device if self._micro_loss else "cpu"
+        loss = torch.stack(self._micro_loss).sum() if self._micro_loss else torch.tensor(math.nan)
+        grad = torch.as_tensor(math.nan if self._grad_norm is None else self._grad_norm,
+                               dtype=torch.float32, device=device).reshape(())
+        self._micro_loss, self._grad_norm = [], None
+        self.log.end_step(torch.stack([loss.to(device), grad]).float(),
+                          step=global_step, level=level, input_len=input_len)
+        if self.gate is not None:
+            self._gate_pending.append(torch.stack([grad, loss.to(device)]))
+            if global_step % self.sense_grad.check_every == 0:
+                self.check(global_step)
         if self.log.pending >= FLUSH_EVERY:
             self._since_log += self.log.flush()
+
+    # -- decisions (host reads, once per check) ---------------------------------------------------
+    def sync_gate(self, global_step: int) -> None:
+        """Read the pending per-step statistics, averaged over ranks, into the gate."""
+        if not self._gate_pending:
+            return
+        values = torch.stack(self._gate_pending)
+        values = self.trainer.accelerator.reduce(values, reduction="mean")
+        self.gate_reads += 1
+        first = global_step - len(self._gate_pending)
+        for k, (grad, loss) in enumerate(values.cpu().tolist()):
+            self.gate.observe(first + k, grad, loss)
+        self._gate_pending = []
+
+    def check(self, global_step: int) -> None:
+        self.sync_gate(global_step)
+        decision = self.gate.decide(global_step)
+        fields = {"decision": decision.action, "reason": decision.reason,
+                  **{k: v for k, v in decision.stats.items()}}
+        self.log.annotate(global_step, **fields)
+        self._decision_fields = fields
+        if self.log.rank == 0 and decision.action in ("advance", "backoff"):
+            LOG.info("curriculum: step %d: %s: %s", global_step, decision.action, decision.reason)
 
     def metrics(self) -> dict[str, Any]:
         """Values for the trainer's own log line (and so W&B/TensorBoard), measured from batches."""
@@ -218,35 +300,81 @@ class CurriculumRun:
         if not records:
             return {}
         last = records[-1]
-        return {
+        out = {
             "curriculum/level": last["level"],
             "curriculum/input_len": last["input_len"],
             "curriculum/max_example_len": max(r["max_example_len"] for r in records),
             "curriculum/tokens_per_step": sum(r["tokens"] for r in records) / len(records),
         }
+        for key in ("grad_cv", "spikes", "loss_slope"):
+            if key in self._decision_fields:
+                out[f"curriculum/{key}"] = self._decision_fields[key]
+        return out
 
     def summary(self) -> str:
-        stats = self.plan.stats if self.plan else None
-        lines = ["curriculum summary (planned): level input_len examples tokens tokens_cut skipped_no_label"]
+        stats = self.plan.stats
+        lines = [f"curriculum summary: {self.log.host_reads + self.gate_reads} host reads "
+                 f"({self.log.host_reads} log, {self.gate_reads} sense_grad)",
+                 "  level input_len examples tokens tokens_cut skipped_no_label (as planned)"]
         for k, input_len in enumerate(self.timeline.input_lens):
-            if stats is None:
-                break
             lines.append(
                 f"  {k} {input_len} {stats.examples[input_len]} {stats.tokens[input_len]} "
                 f"{stats.tokens_cut[input_len]} {stats.skipped_no_label[input_len]}"
             )
         return "\n".join(lines)
 
+    # -- checkpoints ------------------------------------------------------------------------------
+    def state_dict(self) -> dict:
+        return {"curriculum": self.curriculum.model_dump(mode="json"),
+                "timeline": self.timeline.to_dict(),
+                "gate": self.gate.state_dict() if self.gate else None}
+
+    def save(self, checkpoint_dir: Path, global_step: int) -> None:
+        if self.gate is not None:
+            self.sync_gate(global_step)  # every rank saves, so this collective is safe
+        if self.log.rank == 0 and checkpoint_dir.is_dir():
+            (checkpoint_dir / STATE_FILE).write_text(json.dumps(self.state_dict()))
+
+    def restore(self, checkpoint_dir: Path | None, global_step: int) -> None:
+        """Continue where a checkpoint left off, or refuse a changed curriculum."""
+        path = checkpoint_dir / STATE_FILE if checkpoint_dir else None
+        saved = json.loads(path.read_text()) if path and path.exists() else None
+        if saved is None:
+            LOG.warning("curriculum: no %s in the checkpoint; the levels start over at step %d",
+                        STATE_FILE, global_step + 1)
+            self.timeline.segments = [Segment(0, self.timeline.last_level), Segment(global_step, 0)]
+            return
+        if saved["curriculum"] != self.curriculum.model_dump(mode="json"):
+            if not self.curriculum.restart_on_resume:
+                raise ValueError(
+                    "curriculum: the checkpoint was trained with a different curriculum block; "
+                    "restore that block, or set curriculum.restart_on_resume: true to start the "
+                    f"levels over from step {global_step + 1}"
+                )
+            LOG.warning("curriculum: changed block; the levels start over at step %d", global_step + 1)
+            # steps already trained replay (to be skipped) at full length; level 0 starts now
+            self.timeline.segments = [Segment(0, self.timeline.last_level), Segment(global_step, 0)]
+            return
+        self.timeline.load(saved["timeline"])
+        if self.gate is not None and saved["gate"] is not None:
+            self.gate.load(saved["gate"])
+
 
 class CurriculumCallback(TrainerCallback):
-    def __init__(self, run: CurriculumRun):
+    def __init__(self, run: CurriculumRun, resume_dir: Callable[[Any, Any], Path | None]):
         self.run = run
+        self.resume_dir = resume_dir
 
     def on_train_begin(self, args, state, control, **kwargs):
+        if state.global_step > 0:
+            self.run.restore(self.resume_dir(args, state), state.global_step)
         self.run.log.start(resumed_at=state.global_step)
 
     def on_step_end(self, args, state, control, **kwargs):
         self.run.on_step_end(state.global_step)
+
+    def on_save(self, args, state, control, **kwargs):
+        self.run.save(Path(args.output_dir) / f"checkpoint-{state.global_step}", state.global_step)
 
     def on_train_end(self, args, state, control, **kwargs):
         self.run.log.flush()
@@ -254,18 +382,36 @@ class CurriculumCallback(TrainerCallback):
             LOG.info(self.run.summary())
 
 
-def attach(trainer, curriculum: Curriculum, pack: Packer | None = None) -> CurriculumRun:
+def default_resume_dir(args, state) -> Path:
+    return Path(args.output_dir) / f"checkpoint-{state.global_step}"
+
+
+def attach(trainer, curriculum: Curriculum, pack: Packer | None = None,
+           resume_dir: Callable[[Any, Any], Path | None] = default_resume_dir) -> CurriculumRun:
     """Give `trainer` the curriculum: its train dataloader, batch measurements and log metrics."""
+    if curriculum.sense_grad is not None and not trainer.args.max_grad_norm:
+        raise ValueError("curriculum.sense_grad reads the trainer's gradient norm: set "
+                         "max_grad_norm > 0 (a huge value such as 1e9 measures without clipping)")
     run = CurriculumRun(trainer, curriculum, pack)
     trainer.get_train_dataloader = run.train_dataloader
 
     training_step = trainer.training_step
 
     def measured_training_step(model, inputs, *args, **kwargs):
-        run.on_micro_batch(inputs)
-        return training_step(model, inputs, *args, **kwargs)
+        loss = training_step(model, inputs, *args, **kwargs)
+        run.on_micro_batch(inputs, loss)
+        return loss
 
     trainer.training_step = measured_training_step
+
+    get_grad_norm = trainer._get_grad_norm
+
+    def recorded_grad_norm(*args, **kwargs):
+        grad_norm = get_grad_norm(*args, **kwargs)
+        run.on_grad_norm(grad_norm)
+        return grad_norm
+
+    trainer._get_grad_norm = recorded_grad_norm
 
     log = trainer.log
 
@@ -275,5 +421,5 @@ def attach(trainer, curriculum: Curriculum, pack: Packer | None = None) -> Curri
         return log(logs, *args, **kwargs)
 
     trainer.log = log_with_curriculum
-    trainer.add_callback(CurriculumCallback(run))
+    trainer.add_callback(CurriculumCallback(run, resume_dir))
     return run
