@@ -28,15 +28,15 @@ def first_scored_label(offsets: np.ndarray, labels: np.ndarray) -> np.ndarray:
     position is below its cut length. NO_LABEL where a row has no scored label at all.
     """
     offsets = np.asarray(offsets, dtype=np.int64)
-    labels = np.asarray(labels)
-    lengths = np.diff(offsets)
-    out = np.full(len(lengths), NO_LABEL, dtype=np.int64)
-    if len(labels) == 0:
-        return out
-    pos = np.arange(len(labels), dtype=np.int64) - np.repeat(offsets[:-1], lengths)
-    scored = np.where((labels != -100) & (pos >= 1), pos, NO_LABEL)
-    nonempty = lengths > 0
-    out[nonempty] = np.minimum.reduceat(scored, offsets[:-1][nonempty])
+    starts, ends = offsets[:-1], offsets[1:]
+    scored = np.asarray(labels) != -100
+    scored[starts[starts < ends]] = False  # position 0 of every non-empty row
+    where = np.flatnonzero(scored)
+    k = np.searchsorted(where, starts)
+    hit = np.minimum(k, max(len(where) - 1, 0))
+    found = (k < len(where)) & (where[hit] < ends) if len(where) else np.zeros(len(starts), bool)
+    out = np.full(len(starts), NO_LABEL, dtype=np.int64)
+    out[found] = where[hit[found]] - starts[found]
     return out
 
 
