@@ -13,6 +13,9 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, model_validator
 
 MIN_INPUT_LEN = 2  # one token has nothing to predict: its label is never scored
+TRUNCATIONS = ("head", "segment", "filter")
+PROMPT_CUTS = ("left", "none")
+BUDGETS = ("tokens", "examples")
 
 
 def _check_keys(where: str, data: dict, allowed: list[str]) -> None:
@@ -32,6 +35,11 @@ def _is_int(value: Any) -> bool:
 def _check_int(where: str, value: Any, low: int) -> None:
     if value is not None and (not _is_int(value) or value < low):
         raise ValueError(f"{where}: got {value!r}; use an integer >= {low}")
+
+
+def _check_choice(where: str, value: Any, choices: tuple[str, ...]) -> None:
+    if value is not None and value not in choices:
+        raise ValueError(f"{where}: got {value!r}; use one of {', '.join(choices)}")
 
 
 def _check_float(where: str, value: Any, low: float, high: float = math.inf,
@@ -98,6 +106,7 @@ class Level(BaseModel):
     input_len: int
     max_steps: int | None = None   # steps in this level at most (the last level runs to the end)
     min_steps: int | None = None   # with sense_grad: steps in this level at least
+    truncation: str | None = None  # this level's cut mode (default: curriculum.truncation)
 
 
 class Curriculum(BaseModel):
@@ -108,6 +117,12 @@ class Curriculum(BaseModel):
     levels: list[Level]
     sense_grad: SenseGrad | None = None
     restart_on_resume: bool = False  # resuming under a changed block starts the levels over
+    truncation: str = "head"         # head | segment | filter (see docs/cuts.md)
+    segment_window: float = 0.5      # segment: a boundary must lie in this last fraction of input_len
+    boundaries: list[str] | None = None  # segment: token text that ends a segment
+    prompt_cut: str = "left"         # left: keep the answer, shorten the prompt | none: skip the row
+    keep_prompt_head: int = 0        # left: tokens kept from the prompt's start (the instruction)
+    budget: str | None = None        # tokens | examples; default: tokens if packed, else examples
 
     @model_validator(mode="before")
     @classmethod
@@ -135,6 +150,17 @@ class Curriculum(BaseModel):
         restart = data.get("restart_on_resume", False)
         if not isinstance(restart, bool):
             raise ValueError(f"curriculum.restart_on_resume: got {restart!r}; use true or false")
+        _check_choice("curriculum.truncation", data.get("truncation"), TRUNCATIONS)
+        _check_choice("curriculum.prompt_cut", data.get("prompt_cut"), PROMPT_CUTS)
+        _check_choice("curriculum.budget", data.get("budget"), BUDGETS)
+        if "segment_window" in data:
+            _check_float("curriculum.segment_window", data["segment_window"], 0.0, 1.0, low_open=True)
+        _check_int("curriculum.keep_prompt_head", data.get("keep_prompt_head"), 0)
+        marks = data.get("boundaries")
+        if marks is not None and (not isinstance(marks, list) or not marks
+                                  or not all(isinstance(m, str) and m for m in marks)):
+            raise ValueError(f"curriculum.boundaries: got {marks!r}; use a non-empty list of "
+                             "strings, e.g. ['.', '!', '?', '\\n']")
 
         levels = data.get("levels")
         if not isinstance(levels, list) or not levels:
@@ -162,6 +188,7 @@ class Curriculum(BaseModel):
                     f"{previous} (the previous level's input_len)"
                 )
             previous = input_len
+            _check_choice(f"{where}.truncation", level.get("truncation"), TRUNCATIONS)
             _check_int(f"{where}.max_steps", level.get("max_steps"), 1)
             _check_int(f"{where}.min_steps", level.get("min_steps"), 1)
             if level.get("max_steps") is None and i < len(levels) - 1:
@@ -181,6 +208,9 @@ class Curriculum(BaseModel):
     @property
     def input_lens(self) -> list[int]:
         return [level.input_len for level in self.levels]
+
+    def truncation_of(self, level: int) -> str:
+        return self.levels[level].truncation or self.truncation
 
     def min_steps(self, level: int) -> int:
         own = self.levels[level].min_steps

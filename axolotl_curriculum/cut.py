@@ -1,20 +1,148 @@
-"""Cutting one tokenized example to a level's input_len."""
+"""Where each example is cut at a level: a head cut, a cut at a semantic boundary, or no cut.
+
+Pure numpy over compact per-row arrays computed once per run (lengths, the first scored label,
+the boundary positions), so a level's cuts are a few vectorised passes and no level keeps a copy
+of the data. A cut is three numbers per row: feed `row[:head] + row[start:end]`.
+"""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 
-def cut_head(row: dict[str, Any], input_len: int) -> dict[str, Any]:
-    """Keep the first input_len tokens of every per-token column.
+NO_LABEL = np.iinfo(np.int64).max
+MODES = ("head", "segment", "filter")
+# Token text ending a sentence, clause or line; EOS and turn-end tokens are added by the adapter.
+DEFAULT_BOUNDARIES = (".", "!", "?", ";", ":", ",", "\n")
 
-    Per-token columns are the lists as long as `input_ids` (labels, attention_mask,
-    position_ids, ...); they are cut together so they stay aligned. Other columns pass through.
+
+def first_scored_label(offsets: np.ndarray, labels: np.ndarray) -> np.ndarray:
+    """Per row, the position of its first label the loss scores (not -100, not position 0).
+
+    Rows are given flat (arrow layout: `labels[offsets[i]:offsets[i+1]]`). A causal LM shifts
+    labels, so position 0 is never scored; a row cut to `input_len` tokens still trains iff this
+    position is below its cut length. NO_LABEL where a row has no scored label at all.
+    """
+    offsets = np.asarray(offsets, dtype=np.int64)
+    starts, ends = offsets[:-1], offsets[1:]
+    scored = np.asarray(labels) != -100
+    scored[starts[starts < ends]] = False  # position 0 of every non-empty row
+    where = np.flatnonzero(scored)
+    k = np.searchsorted(where, starts)
+    hit = np.minimum(k, max(len(where) - 1, 0))
+    found = (k < len(where)) & (where[hit] < ends) if len(where) else np.zeros(len(starts), bool)
+    out = np.full(len(starts), NO_LABEL, dtype=np.int64)
+    out[found] = where[hit[found]] - starts[found]
+    return out
+
+
+@dataclass
+class Rows:
+    """What the planner knows about every row, computed once per run."""
+
+    lengths: np.ndarray
+    first_label: np.ndarray
+    starts: np.ndarray | None = None       # segment cuts: each row's start in the flat token array
+    boundaries: np.ndarray | None = None   # segment cuts: sorted flat positions of boundary tokens
+
+    def __len__(self) -> int:
+        return len(self.lengths)
+
+
+@dataclass
+class Cuts:
+    """One level's cut of every row: feed `row[:head] + row[start:end]` if `fed`.
+
+    `waits` marks rows a filter level does not admit yet (they wait for a longer level).
+    """
+
+    head: np.ndarray
+    start: np.ndarray
+    end: np.ndarray
+    fed: np.ndarray
+    waits: np.ndarray
+
+    @property
+    def lengths(self) -> np.ndarray:
+        return self.head + self.end - self.start
+
+    def spec(self, row: int) -> tuple[int, int, int, int]:
+        return int(row), int(self.head[row]), int(self.start[row]), int(self.end[row])
+
+
+def _segment_end(rows: Rows, input_len: int, window: float) -> np.ndarray:
+    """Longest prefix within input_len ending on a boundary token, if one lies in the window."""
+    lengths = rows.lengths
+    end = np.minimum(lengths, input_len)
+    starts = rows.starts
+    # last boundary at a position < start + input_len (cut after it: end = position + 1)
+    k = np.searchsorted(rows.boundaries, starts + end, side="left") - 1
+    pos = rows.boundaries[np.maximum(k, 0)] - starts if len(rows.boundaries) else np.full_like(end, -1)
+    pos = np.where(k >= 0, pos, -1)
+    lowest = np.ceil(input_len * (1 - window)).astype(np.int64)
+    use = (lengths > input_len) & (pos >= 0) & (pos + 1 >= lowest)
+    return np.where(use, pos + 1, end)
+
+
+def level_cuts(rows: Rows, input_len: int, mode: str = "head", *, window: float = 0.5,
+               prompt_cut: str = "left", keep_prompt_head: int = 0,
+               last_level: bool = False, truncate_excess: bool = False) -> Cuts:
+    """Cut every row for one level.
+
+    head/segment: keep a prefix (for segment, ending on a boundary when one lies in the last
+    `window` fraction of input_len). A row whose prefix keeps no scored label is, with
+    `prompt_cut: left`, fed as its first `keep_prompt_head` tokens, the end of its prompt and the
+    start of its answer instead; otherwise it is skipped at this level.
+    filter: no cut; a row longer than input_len waits for a level that admits it. At the last
+    level such a row follows Axolotl's excess_length_strategy (head cut if truncate, else skip).
+    """
+    n = len(rows)
+    lengths, first = rows.lengths, rows.first_label
+    zeros = np.zeros(n, dtype=np.int64)
+    if mode == "filter":
+        fits = lengths <= input_len
+        end = np.where(fits, lengths, np.minimum(lengths, input_len))
+        fed = (fits | (last_level & truncate_excess)) & (first < end)
+        waits = ~fits & ~np.bool_(last_level)
+        return Cuts(zeros, zeros.copy(), end, fed & (end >= 2), waits & (first < lengths))
+    if mode == "segment":
+        end = _segment_end(rows, input_len, window)
+    else:
+        end = np.minimum(lengths, input_len)
+    fed = (first < end) & (end >= 2)
+    head, start = zeros, zeros.copy()
+    if prompt_cut == "left":
+        # Rows whose prompt fills the level: keep the answer's start with the prompt's end.
+        move = ~fed & (first < lengths) & (input_len >= 2)
+        h = np.minimum(keep_prompt_head, np.maximum(input_len - 2, 0))
+        budget = input_len - h
+        tail = np.maximum(1, budget // 2)
+        s = np.maximum(first - tail, h)
+        e = np.minimum(lengths, s + budget)
+        s = np.maximum(np.minimum(s, e - budget), h)  # a short answer leaves room for more prompt
+        head = np.where(move, h, 0)
+        start = np.where(move, s, 0)
+        end = np.where(move, e, end)
+        fed = fed | move
+    return Cuts(head, start, end, fed, np.zeros(n, dtype=bool))
+
+
+def apply_cut(row: dict[str, Any], head: int, start: int, end: int) -> dict[str, Any]:
+    """Feed `row[:head] + row[start:end]` for every per-token column, kept aligned.
+
+    Per-token columns are the lists as long as `input_ids`; position_ids restart at 0 when the
+    middle of the row was taken out. Other columns pass through.
     """
     n = len(row["input_ids"])
-    if n <= input_len:
+    if head == 0 and start == 0 and end >= n:
         return row
-    return {
-        key: value[:input_len] if hasattr(value, "__len__") and not isinstance(value, str) and len(value) == n else value
-        for key, value in row.items()
-    }
+    out = {}
+    for key, value in row.items():
+        if isinstance(value, (list, tuple)) and len(value) == n:
+            value = list(value[:head]) + list(value[start:end]) if head or start else value[:end]
+        out[key] = value
+    if (head or start) and "position_ids" in out:
+        out["position_ids"] = list(range(len(out["input_ids"])))
+    return out

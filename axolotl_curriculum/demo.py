@@ -24,6 +24,9 @@ WORDS = (
     "under over near behind across through beside into from with without and but because while"
 ).split()
 CLAUSE_WORDS = ("and", "but", "because", "while")
+# Axolotl's alpaca prompt, so instruction data tokenizes into few tokens with the tiny vocabulary
+ALPACA = ("Below is an instruction that describes a task. Write a response that appropriately "
+          "completes the request.\n\n### Instruction:\n{}\n\n### Response:\n")
 
 ENV = {
     "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1",
@@ -51,12 +54,12 @@ def build_tokenizer(out_dir: Path, seed: int = 0):
     from transformers import PreTrainedTokenizerFast
 
     rng = random.Random(seed)
-    corpus = [text(rng, 60) for _ in range(400)]
+    corpus = [text(rng, 60) for _ in range(400)] + [ALPACA.format(sentence(rng)) for _ in range(200)]
     tok = Tokenizer(models.BPE(unk_token="<unk>"))
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tok.decoder = decoders.ByteLevel()
     specials = ["<unk>", "<s>", "</s>", "<pad>"]
-    tok.train_from_iterator(corpus, trainers.BpeTrainer(vocab_size=400, special_tokens=specials,
+    tok.train_from_iterator(corpus, trainers.BpeTrainer(vocab_size=1024, special_tokens=specials,
                                                         initial_alphabet=pre_tokenizers.ByteLevel.alphabet()))
     fast = PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<s>", eos_token="</s>",
                                    unk_token="<unk>", pad_token="<pad>")
@@ -65,7 +68,7 @@ def build_tokenizer(out_dir: Path, seed: int = 0):
 
 
 def build_tiny_model(out_dir: str | os.PathLike, seed: int = 0) -> Path:
-    """A 2-layer llama with a 400-token BPE vocabulary, saved where `base_model` can point."""
+    """A 2-layer llama with a 1024-token BPE vocabulary, saved where `base_model` can point."""
     import torch
     from transformers import LlamaConfig, LlamaForCausalLM
 
@@ -99,6 +102,23 @@ def write_corpus(path: str | os.PathLike, tokenizer_dir, n: int, min_tokens: int
             ids = tok(t)["input_ids"]
         if min_tokens <= len(ids) + 2 <= max_tokens:  # + BOS/EOS added by Axolotl
             rows.append({"text": t})
+    path = Path(path)
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return path
+
+
+def write_instructions(path: str | os.PathLike, n: int, seed: int = 0, edge: bool = False) -> Path:
+    """Alpaca rows with long-tailed answers; `edge` adds empty answers, long prompts and rows
+    longer than any sequence_len used here."""
+    rng = random.Random(seed)
+    rows = []
+    for i in range(n):
+        words = min(int(rng.lognormvariate(3.0, 0.8)), 300)
+        rows.append({"instruction": sentence(rng), "input": "", "output": text(rng, max(words, 1))})
+        if edge and i % 10 == 0:
+            rows.append({"instruction": sentence(rng), "input": "", "output": ""})
+            rows.append({"instruction": text(rng, 120), "input": "", "output": sentence(rng)})
+            rows.append({"instruction": sentence(rng), "input": text(rng, 40), "output": text(rng, 400)})
     path = Path(path)
     path.write_text("".join(json.dumps(r) + "\n" for r in rows))
     return path

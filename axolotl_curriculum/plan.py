@@ -1,86 +1,44 @@
-"""The batch plan: which examples each micro-batch holds, and at which input_len.
+"""The batch plan: which examples each micro-batch holds, and how each is cut.
 
 Planned one optimizer step at a time, so a level switch is exact at a step boundary and a later
 decision (taken while training runs) can still reach the data. Every rank builds the identical
-global plan from (seed, epoch, timeline); sharding happens afterwards. Lengths are capped at the
-level's input_len *before* packing, so packed rows of a short level hold more examples.
+global plan from (seed, epoch, the level of each step); sharding happens afterwards. Lengths are
+cut *before* packing, so packed rows of a short level hold more examples.
 """
 
 from __future__ import annotations
 
-from collections import Counter
+from collections import deque
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
 
 import numpy as np
 
-NO_LABEL = np.iinfo(np.int64).max
+from .cut import Cuts, Rows
 
 # pack(lengths, capacity, max_bins, bin_size) -> bins as lists of positions into `lengths`
 Packer = Callable[[np.ndarray, int, int, int], list[list[int]]]
-
-
-def first_scored_label(offsets: np.ndarray, labels: np.ndarray) -> np.ndarray:
-    """Per row, the position of its first label the loss scores (not -100, not position 0).
-
-    Rows are given flat (arrow layout: `labels[offsets[i]:offsets[i+1]]`). A causal LM shifts
-    labels, so position 0 is never scored; a row cut to `input_len` tokens still trains iff this
-    position is below its cut length. NO_LABEL where a row has no scored label at all.
-    """
-    offsets = np.asarray(offsets, dtype=np.int64)
-    starts, ends = offsets[:-1], offsets[1:]
-    scored = np.asarray(labels) != -100
-    scored[starts[starts < ends]] = False  # position 0 of every non-empty row
-    where = np.flatnonzero(scored)
-    k = np.searchsorted(where, starts)
-    hit = np.minimum(k, max(len(where) - 1, 0))
-    found = (k < len(where)) & (where[hit] < ends) if len(where) else np.zeros(len(starts), bool)
-    out = np.full(len(starts), NO_LABEL, dtype=np.int64)
-    out[found] = where[hit[found]] - starts[found]
-    return out
-
-
-def cut_lengths(lengths: np.ndarray, input_len: int) -> np.ndarray:
-    return np.minimum(lengths, input_len)
-
-
-def keeps_label(lengths: np.ndarray, first_label: np.ndarray, input_len: int) -> np.ndarray:
-    """Which rows still have something to learn after a head cut to input_len."""
-    kept = cut_lengths(lengths, input_len)
-    return (kept >= 2) & (first_label < kept)
-
-
-@dataclass
-class PlanStats:
-    """What the planner handed out, per input_len (planned ahead of training by the prefetch)."""
-
-    examples: Counter = field(default_factory=Counter)
-    tokens: Counter = field(default_factory=Counter)
-    tokens_cut: Counter = field(default_factory=Counter)
-    skipped_no_label: Counter = field(default_factory=Counter)
+Spec = tuple[int, int, int, int]  # (row, head, start, end): feed row[:head] + row[start:end]
+BUDGETS = ("tokens", "examples")
 
 
 class BatchPlan:
     """Turns an epoch's example order into micro-batches, one optimizer step at a time.
 
-    packed: a micro-batch is `bins_per_batch` bins of `capacity` tokens, refilled by `pack`
+    packed: a micro-batch is `batch_size` bins of `capacity` tokens, filled by `pack`
     (Axolotl's packer in the plugin). Not packed: a micro-batch is `batch_size` examples.
+    budget "tokens" keeps tokens per step about constant (packed rows stay full; unpacked
+    batches of a short level take more examples); "examples" keeps the examples per step (a
+    short level feeds fewer tokens).
     """
 
-    def __init__(
-        self,
-        lengths: np.ndarray,
-        first_label: np.ndarray,
-        *,
-        batch_size: int,
-        seed: int,
-        shuffle: bool = True,
-        capacity: int | None = None,
-        bin_size: int | None = None,
-        pack: Packer | None = None,
-    ):
-        self.lengths = np.asarray(lengths, dtype=np.int64)
-        self.first_label = np.asarray(first_label, dtype=np.int64)
+    def __init__(self, rows: Rows, *, batch_size: int, seed: int, shuffle: bool = True,
+                 capacity: int | None = None, bin_size: int | None = None,
+                 pack: Packer | None = None, budget: str = "tokens"):
+        if budget not in BUDGETS:
+            raise ValueError(f"budget: got {budget!r}; use one of {BUDGETS}")
+        if pack is not None and not capacity:
+            raise ValueError("a packed plan needs the bin capacity")
+        self.rows = rows
         self.batch_size = batch_size
         self.seed = seed
         self.shuffle = shuffle
@@ -88,106 +46,133 @@ class BatchPlan:
         self.capacity = capacity
         self.bin_size = bin_size or capacity
         self.pack = pack
-        self.stats = PlanStats()
-        if self.packed and not capacity:
-            raise ValueError("a packed plan needs the bin capacity")
-
-    def eligible_count(self, input_len: int) -> int:
-        return int(keeps_label(self.lengths, self.first_label, input_len).sum())
+        self.budget = budget
+        trainable = rows.first_label < rows.lengths
+        self._full_mean = float(rows.lengths[trainable].mean()) if trainable.any() else 1.0
 
     def _order(self, epoch: int) -> Iterator[int]:
-        n = len(self.lengths)
+        n = len(self.rows)
         for sweep in range(1 << 62):
             if self.shuffle:
                 yield from np.random.default_rng([self.seed, epoch, sweep]).permutation(n).tolist()
             else:
                 yield from range(n)
 
-    def epoch(
-        self,
-        epoch: int,
-        n_batches: int,
-        batches_per_step: int,
-        input_len_for_step: Callable[[int], int],
-    ) -> Iterator[tuple[int, list]]:
-        """Yield (input_len, micro-batch) for the epoch's n_batches global micro-batches.
+    def epoch(self, epoch: int, n_batches: int, batches_per_step: int,
+              cuts_for_step: Callable[[int], Cuts]) -> Iterator[tuple[dict, list]]:
+        """Yield (step statistics, micro-batches) for each optimizer step of the epoch.
 
-        `input_len_for_step(k)` is asked once per step k (0-based within the epoch), when that
-        step is planned, not before.
+        `cuts_for_step(k)` is asked once per step k (0-based within the epoch), when that step
+        is planned, not before. Micro-batches hold `Spec`s (packed: a list of bins of them).
         """
-        order = self._order(epoch)
-        carry: list[int] = []
-        emitted = 0
-        step = 0
+        stream = _Stream(self._order(epoch))
+        emitted, step = 0, 0
         while emitted < n_batches:
-            input_len = input_len_for_step(step)
-            if self.eligible_count(input_len) == 0:
-                raise ValueError(
-                    f"no example keeps a scored label when cut to input_len={input_len}; "
-                    "raise that level's input_len"
-                )
+            cuts = cuts_for_step(step)
+            if not cuts.fed.any():
+                raise ValueError("no example can be fed at this level; raise its input_len")
             count = min(batches_per_step, n_batches - emitted)
+            stream.stats = dict.fromkeys(("examples", "tokens", "tokens_cut", "skipped", "deferred"), 0)
             if self.packed:
-                batches, carry = self._packed_step(order, carry, input_len, count)
+                batches = self._packed_step(stream, cuts, count)
             else:
-                batches = self._plain_step(order, input_len, count)
-            for batch in batches:
-                yield input_len, batch
+                batches = self._plain_step(stream, cuts, count)
+            stream.stats["waiting"] = len(stream.waiting)
+            yield stream.stats, batches
             emitted += count
             step += 1
 
-    def _keeps(self, idx: int, input_len: int) -> bool:
-        kept = min(int(self.lengths[idx]), input_len)
-        return kept >= 2 and int(self.first_label[idx]) < kept
+    def _account(self, stream: "_Stream", rows: list[int], cuts: Cuts) -> None:
+        fed = cuts.lengths[rows]
+        stream.stats["examples"] += len(rows)
+        stream.stats["tokens"] += int(fed.sum())
+        stream.stats["tokens_cut"] += int((self.rows.lengths[rows] - fed).sum())
 
-    def _next_eligible(self, order: Iterator[int], input_len: int) -> int:
-        for idx in order:
-            if self._keeps(idx, input_len):
-                return idx
-            self.stats.skipped_no_label[input_len] += 1
-        raise RuntimeError("example order ended")  # _order is endless
-
-    def _account(self, idxs: list[int], input_len: int) -> None:
-        full = self.lengths[idxs]
-        kept = cut_lengths(full, input_len)
-        self.stats.examples[input_len] += len(idxs)
-        self.stats.tokens[input_len] += int(kept.sum())
-        self.stats.tokens_cut[input_len] += int((full - kept).sum())
-
-    def _plain_step(self, order: Iterator[int], input_len: int, count: int) -> list[list[int]]:
+    def _plain_step(self, stream: "_Stream", cuts: Cuts, count: int) -> list[list[Spec]]:
+        size = self.batch_size
+        if self.budget == "tokens":  # as many tokens per batch as full-length examples bring
+            size = max(1, int(self.batch_size * self._full_mean / cuts.lengths[cuts.fed].mean()))
         batches = []
         for _ in range(count):
-            batch = [self._next_eligible(order, input_len) for _ in range(self.batch_size)]
-            self._account(batch, input_len)
-            batches.append(batch)
+            rows = [stream.next(cuts) for _ in range(size)]
+            self._account(stream, rows, cuts)
+            batches.append([cuts.spec(r) for r in rows])
         return batches
 
-    def _packed_step(
-        self, order: Iterator[int], carry: list[int], input_len: int, count: int
-    ) -> tuple[list[list[list[int]]], list[int]]:
+    def _packed_step(self, stream: "_Stream", cuts: Cuts, count: int) -> list[list[list[Spec]]]:
         n_bins = count * self.batch_size
-        cands = [i for i in carry if self._keeps(i, input_len)]
-        # Twice the tokens the bins hold: first-fit then has small pieces left to fill the gaps
-        # (about as dense as Axolotl's whole-epoch packing); what is left over waits, in order,
-        # at the front of the next step.
+        # budget examples: pack by full length (the examples a full-length step would hold)
+        sizes = (np.minimum(self.rows.lengths, self.capacity) if self.budget == "examples"
+                 else cuts.lengths)
+        cands = [r for r in stream.carry if stream.keep(r, cuts)]
+        stream.carry = []
+        # Twice the tokens the bins hold: first-fit-decreasing then has small pieces left to
+        # fill the gaps (about as dense as Axolotl's whole-epoch packing); what is left over
+        # leads the next step, in order.
         target, limit = 2 * n_bins * self.capacity, 2 * n_bins * self.bin_size
-        total = int(cut_lengths(self.lengths[cands], input_len).sum()) if cands else 0
+        total = int(sizes[cands].sum()) if cands else 0
         while True:
             while total < target and len(cands) < limit:
-                idx = self._next_eligible(order, input_len)
-                cands.append(idx)
-                total += min(int(self.lengths[idx]), input_len)
-            eff = cut_lengths(self.lengths[cands], input_len)
-            longest_first = np.argsort(-eff, kind="stable")  # first-fit decreasing
+                row = stream.next(cuts)
+                cands.append(row)
+                total += int(sizes[row])
+            eff = sizes[cands]
+            longest_first = np.argsort(-eff, kind="stable")
             bins = [[int(longest_first[p]) for p in b]
                     for b in self.pack(eff[longest_first], self.capacity, n_bins, self.bin_size)]
             if len(bins) >= n_bins:
                 break
             target, limit = target + self.capacity, limit + self.bin_size  # rare: draw more
+        bins = bins[:n_bins]
         placed = {pos for b in bins for pos in b}
-        bins = [[cands[pos] for pos in b] for b in bins[:n_bins]]
-        for b in bins:
-            self._account(b, input_len)
-        carry = [c for pos, c in enumerate(cands) if pos not in placed]
-        batches = [bins[i : i + self.batch_size] for i in range(0, n_bins, self.batch_size)]
-        return batches, carry
+        stream.carry = [c for pos, c in enumerate(cands) if pos not in placed]
+        rows = [[cands[pos] for pos in b] for b in bins]
+        self._account(stream, [r for b in rows for r in b], cuts)
+        specs = [[cuts.spec(r) for r in b] for b in rows]
+        return [specs[i : i + self.batch_size] for i in range(0, n_bins, self.batch_size)]
+
+
+class _Stream:
+    """An epoch's rows in order, with rows waiting for a longer level (filter mode).
+
+    A row waits once: met again in a later sweep while it still waits, it is not queued twice.
+    """
+
+    def __init__(self, order: Iterator[int]):
+        self.order = order
+        self.carry: list[int] = []
+        self.waiting: dict[int, None] = {}  # insertion-ordered set
+        self.ready: deque[int] = deque()
+        self._ready_cuts: Cuts | None = None
+        self.stats: dict = {}
+
+    def _refresh(self, cuts: Cuts) -> None:
+        if cuts is not self._ready_cuts:  # a new level: waiting rows it admits go first
+            self._ready_cuts = cuts
+            admitted = [r for r in self.waiting if cuts.fed[r]]
+            self.ready.extend(admitted)
+            for r in admitted:
+                del self.waiting[r]
+
+    def next(self, cuts: Cuts) -> int:
+        self._refresh(cuts)
+        while self.ready:
+            row = self.ready.popleft()
+            if self.keep(row, cuts):
+                return row
+        for row in self.order:
+            if row not in self.waiting and self.keep(row, cuts):
+                return row
+        raise RuntimeError("example order ended")  # _order is endless
+
+    def keep(self, row: int, cuts: Cuts) -> bool:
+        """Whether `row` is fed now; if not, it waits for a longer level or counts as skipped."""
+        if cuts.fed[row]:
+            return True
+        if cuts.waits[row]:
+            if row not in self.waiting:
+                self.waiting[row] = None
+                self.stats["deferred"] += 1
+        else:
+            self.stats["skipped"] += 1
+        return False

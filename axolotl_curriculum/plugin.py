@@ -53,4 +53,5 @@ class CurriculumPlugin(BasePlugin):
                 return default_resume_dir(args, state)
 
             attach(trainer, Curriculum.model_validate(cfg.curriculum), pack=axolotl_pack,
-                   resume_dir=resume_dir)
+                   resume_dir=resume_dir,
+                   truncate_excess=cfg.excess_length_strategy == "truncate")

@@ -1,8 +1,8 @@
 """Hooks a curriculum into a transformers `Trainer` (Axolotl's trainer is one).
 
-The schedule lives in the batch sampler: every global micro-batch carries its input_len inside
-its indices, so the cut happens wherever the collator runs (worker processes included) and all
-ranks build the same plan. The trainer keeps its own step accounting: the train dataloader has a
+The schedule lives in the batch sampler: every index of a micro-batch carries how its row is
+cut, so the cut happens wherever the collator runs (worker processes included) and all ranks
+build the same plan. The trainer keeps its own step accounting: the train dataloader has a
 fixed length, so `max_steps`, epochs and the LR schedule stay as the trainer computed them.
 """
 
@@ -23,8 +23,8 @@ from transformers import TrainerCallback
 
 from .batch_stats import measure_batch
 from .config import Curriculum
-from .cut import cut_head
-from .plan import BatchPlan, Packer, first_scored_label
+from .cut import DEFAULT_BOUNDARIES, NO_LABEL, Cuts, Rows, apply_cut, first_scored_label, level_cuts
+from .plan import BatchPlan, Packer, Spec
 from .runlog import RunLog
 from .schedule import Segment, Timeline
 from .sense_grad import Gate
@@ -37,50 +37,43 @@ FLUSH_EVERY = 256  # steps; bounds the device-side buffer when logging is sparse
 
 
 class CutDataset(Dataset):
-    """Rows of the tokenized dataset, cut to the input_len encoded in each index.
+    """Rows of the tokenized dataset, cut as the index says.
 
-    An index is `input_len * n_rows + row`; nothing else is stored, so no level keeps a copy.
+    An index is a `Spec` (row, head, start, end): feed `row[:head] + row[start:end]`. The plan
+    decides every cut; nothing else is stored, so no level keeps a copy of the data.
     """
 
-    def __init__(self, rows, cut: Callable[[dict, int], dict] = cut_head):
+    def __init__(self, rows):
         self.rows = rows
-        self.n_rows = len(rows)
-        self.cut = cut
 
     def __len__(self) -> int:
-        return self.n_rows
+        return len(self.rows)
 
-    def __getitem__(self, key: int) -> dict:
-        input_len, row = divmod(int(key), self.n_rows)
-        return self.cut(self.rows[row], input_len)
+    def __getitem__(self, spec: Spec) -> dict:
+        return apply_cut(self.rows[spec[0]], *spec[1:])
 
-    def __getitems__(self, keys: list[int]) -> list[dict]:
-        decoded = [divmod(int(k), self.n_rows) for k in keys]
-        rows = self.rows.__getitems__([row for _, row in decoded])
-        return [self.cut(r, input_len) for r, (input_len, _) in zip(rows, decoded)]
+    def __getitems__(self, specs: list[Spec]) -> list[dict]:
+        rows = self.rows.__getitems__([spec[0] for spec in specs])
+        return [apply_cut(row, *spec[1:]) for row, spec in zip(rows, specs)]
 
 
 class LevelBatchSampler(BatchSampler):
-    """Yields a fixed number of global micro-batches per epoch, planned step by step."""
+    """Yields a fixed number of global micro-batches per epoch, planned step by step.
 
-    def __init__(
-        self,
-        plan: BatchPlan,
-        timeline: Timeline,
-        n_batches: int,
-        batches_per_step: int,
-        n_rows: int,
-        current_step: Callable[[], int],
-        delay: int | None = None,
-    ):
+    What each planned step holds (examples, tokens cut, ...) is kept in `planned` by global
+    step until the run log takes it.
+    """
+
+    def __init__(self, plan: BatchPlan, cuts_at: Callable[[int], Cuts], n_batches: int,
+                 batches_per_step: int, current_step: Callable[[], int], delay: int | None = None):
         self.plan = plan
-        self.timeline = timeline
+        self.cuts_at = cuts_at
         self.n_batches = n_batches
         self.batches_per_step = batches_per_step
         self.steps_per_epoch = n_batches // batches_per_step
-        self.n_rows = n_rows
         self.current_step = current_step
         self.delay = delay
+        self.planned: dict[int, dict] = {}
         self.batch_size = plan.batch_size
         self.drop_last = True
         self.sampler = None
@@ -92,17 +85,11 @@ class LevelBatchSampler(BatchSampler):
         # Asked when an epoch's iteration starts (also after a resume, which replays the epoch).
         epoch = self.current_step() // self.steps_per_epoch
         first = epoch * self.steps_per_epoch
-        batches = self.plan.epoch(
-            epoch, self.n_batches, self.batches_per_step,
-            lambda k: self.timeline.input_len_at(self._checked(first + k)),
-        )
-        for input_len, batch in batches:
-            base = input_len * self.n_rows
-            if self.plan.packed:
-                yield [[base + i for i in b] for b in batch]
-            else:
-                yield [base + i for i in batch]
-
+        steps = self.plan.epoch(epoch, self.n_batches, self.batches_per_step,
+                                lambda k: self.cuts_at(self._checked(first + k)))
+        for k, (stats, batches) in enumerate(steps):
+            self.planned[first + k] = stats
+            yield from batches
 
     def _checked(self, step: int) -> int:
         # Decisions reach the data `delay` steps later; planning further ahead could disagree
@@ -116,26 +103,56 @@ class LevelBatchSampler(BatchSampler):
         return step
 
 
-def row_stats(dataset) -> tuple[np.ndarray, np.ndarray]:
-    """Token count and first scored label position of every row, read from the arrow buffers."""
-    table = dataset.data.table if hasattr(dataset.data, "table") else dataset.data
-    label_col = "labels" if "labels" in table.column_names else "input_ids"
-    lengths, first = [], []
-    for chunk in table.column(label_col).chunks:
+def _flat(column):
+    """(row starts, row lengths, values) of a list column, over all its arrow chunks."""
+    starts, lengths, values, base = [], [], [], 0
+    for chunk in column.chunks:
         offsets = np.asarray(chunk.offsets, dtype=np.int64)
-        values = chunk.values.to_numpy(zero_copy_only=False)
         offsets = offsets - offsets[0]
-        values = values[: offsets[-1]]
+        starts.append(offsets[:-1] + base)
         lengths.append(np.diff(offsets))
-        first.append(first_scored_label(offsets, values))
-    lengths_all = np.concatenate(lengths) if lengths else np.zeros(0, np.int64)
-    first_all = np.concatenate(first) if first else np.zeros(0, np.int64)
-    if label_col == "input_ids":
-        first_all = np.where(lengths_all >= 2, 1, first_all)
+        values.append(chunk.values.to_numpy(zero_copy_only=False)[: offsets[-1]])
+        base += int(offsets[-1])
+    if not starts:
+        return np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0, np.int64)
+    return np.concatenate(starts), np.concatenate(lengths), np.concatenate(values)
+
+
+def row_stats(dataset, is_boundary: np.ndarray | None = None) -> Rows:
+    """Lengths, first scored labels and (if asked) boundary positions, from the arrow buffers."""
+    table = dataset.data.table if hasattr(dataset.data, "table") else dataset.data
+    starts, lengths, ids = _flat(table.column("input_ids"))
+    if "labels" in table.column_names:
+        l_starts, _, labels = _flat(table.column("labels"))
+        first = first_scored_label(np.append(l_starts, len(labels)), labels)
+    else:
+        first = np.where(lengths >= 2, 1, NO_LABEL)
+    boundaries = None
+    if is_boundary is not None:
+        boundaries = np.flatnonzero(is_boundary[np.clip(ids, 0, len(is_boundary) - 1)])
+    else:
+        starts = None
+    del ids
     if getattr(dataset, "_indices", None) is not None:
         idx = np.asarray(dataset._indices.column(0).to_numpy(), dtype=np.int64)
-        lengths_all, first_all = lengths_all[idx], first_all[idx]
-    return lengths_all, first_all
+        lengths, first = lengths[idx], first[idx]
+        starts = starts[idx] if starts is not None else None
+    return Rows(lengths, first, starts, boundaries)
+
+
+def boundary_mask(tokenizer, marks: list[str] | tuple[str, ...]) -> np.ndarray:
+    """Which token ids end a segment: their text ends with a mark, or they end a turn/sequence.
+
+    Decided once per run from the tokenizer's own vocabulary, so cutting never decodes text.
+    """
+    size = len(tokenizer)
+    texts = tokenizer.batch_decode([[i] for i in range(size)], skip_special_tokens=False)
+    mask = np.array([t.rstrip(" ").endswith(tuple(marks)) for t in texts], dtype=bool)
+    for token_id in (tokenizer.eos_token_id, *getattr(tokenizer, "all_special_ids", [])):
+        if token_id is not None and token_id not in (tokenizer.bos_token_id, tokenizer.pad_token_id,
+                                                     tokenizer.unk_token_id):
+            mask[token_id] = True
+    return mask
 
 
 def _seed_worker(trainer) -> Callable | None:
@@ -148,9 +165,15 @@ def _seed_worker(trainer) -> Callable | None:
 class CurriculumRun:
     """One training run's curriculum: the timeline, the data plan, the gate and the run log."""
 
-    def __init__(self, trainer, curriculum: Curriculum, pack: Packer | None = None):
+    def __init__(self, trainer, curriculum: Curriculum, pack: Packer | None = None,
+                 truncate_excess: bool = False):
         self.trainer = trainer
         self.curriculum = curriculum
+        self.truncate_excess = truncate_excess
+        self.rows: Rows | None = None
+        self._cuts: dict[int, Cuts] = {}
+        self.sampler: LevelBatchSampler | None = None
+        self.totals: dict[int, dict] = {}
         self.timeline = Timeline(curriculum.input_lens,
                                  [level.max_steps for level in curriculum.levels])
         self.pack = pack
@@ -182,6 +205,29 @@ class CurriculumRun:
         return 1 + math.ceil(ahead / args.gradient_accumulation_steps)
 
     # -- data ---------------------------------------------------------------------------------
+    def cuts(self, level: int) -> Cuts:
+        if level not in self._cuts:
+            cur = self.curriculum
+            self._cuts[level] = level_cuts(
+                self.rows, cur.input_lens[level], cur.truncation_of(level),
+                window=cur.segment_window, prompt_cut=cur.prompt_cut,
+                keep_prompt_head=cur.keep_prompt_head, last_level=level == self.timeline.last_level,
+                truncate_excess=self.truncate_excess)
+        return self._cuts[level]
+
+    def _skip_empty_levels(self) -> None:
+        """A filter level that admits no example is skipped (warned); any other is an error."""
+        for k, input_len in enumerate(self.curriculum.input_lens):
+            if self.cuts(k).fed.any():
+                continue
+            if self.curriculum.truncation_of(k) == "filter" and k < self.timeline.last_level:
+                LOG.warning("curriculum: level %d (input_len %d, filter) admits no example; "
+                            "skipping it", k, input_len)
+                self.timeline.max_steps[k] = 0
+                continue
+            raise ValueError(f"curriculum.levels[{k}].input_len: no example keeps a trainable "
+                             f"token when cut to {input_len}; raise it")
+
     def train_dataloader(self) -> DataLoader:
         trainer, args = self.trainer, self.trainer.args
         dataset = trainer.train_dataset
@@ -195,27 +241,26 @@ class CurriculumRun:
                 and {"position_ids", "attention_mask"} <= set(dataset.column_names)):
             dataset = dataset.remove_columns(["attention_mask"])
 
-        lengths, first_label = row_stats(dataset)
+        cur = self.curriculum
+        uses_segments = any(cur.truncation_of(k) == "segment" for k in range(len(cur.levels)))
+        tokenizer = getattr(trainer, "processing_class", None) or getattr(trainer, "tokenizer", None)
+        mask = boundary_mask(tokenizer, cur.boundaries or DEFAULT_BOUNDARIES) if uses_segments else None
+        self.rows, self._cuts = row_stats(dataset, mask), {}
+        self._skip_empty_levels()
         shuffle = not isinstance(getattr(base, "sampler", base), SequentialSampler)
         seed = args.data_seed if getattr(args, "data_seed", None) is not None else args.seed
+        budget = cur.budget or ("tokens" if packed else "examples")
         if packed:
             if self.pack is None:
                 raise ValueError("sample packing needs a packer (the Axolotl plugin passes its own)")
-            self.plan = BatchPlan(lengths, first_label, batch_size=base.batch_size, seed=seed,
-                                  shuffle=shuffle, capacity=base.batch_max_len,
-                                  bin_size=base.bin_size, pack=self.pack)
+            self.plan = BatchPlan(self.rows, batch_size=base.batch_size, seed=seed, shuffle=shuffle,
+                                  capacity=base.batch_max_len, bin_size=base.bin_size,
+                                  pack=self.pack, budget=budget)
             n_batches = len(base)
         else:
-            batch_size = trainer._train_batch_size
-            self.plan = BatchPlan(lengths, first_label, batch_size=batch_size, seed=seed,
-                                  shuffle=shuffle)
-            n_batches = len(dataset) // batch_size
-        for k, input_len in enumerate(self.timeline.input_lens):
-            if self.plan.eligible_count(input_len) == 0:
-                raise ValueError(
-                    f"curriculum.levels[{k}].input_len: no example keeps a trainable token when "
-                    f"cut to {input_len}; raise it"
-                )
+            self.plan = BatchPlan(self.rows, batch_size=trainer._train_batch_size, seed=seed,
+                                  shuffle=shuffle, budget=budget)
+            n_batches = len(dataset) // trainer._train_batch_size
         per_step = args.world_size * args.gradient_accumulation_steps
         n_batches = max(per_step, n_batches - n_batches % per_step)
         workers = args.dataloader_num_workers
@@ -225,11 +270,12 @@ class CurriculumRun:
             delay = self.switch_delay()
             prefetch = GATE_PREFETCH if workers else None
             self.gate = self.gate or Gate(self.curriculum, self.timeline, delay)
-        sampler = LevelBatchSampler(self.plan, self.timeline, n_batches, per_step, len(dataset),
-                                    lambda: trainer.state.global_step, delay)
+        self.sampler = LevelBatchSampler(
+            self.plan, lambda step: self.cuts(self.timeline.level_at(step)), n_batches, per_step,
+            lambda: trainer.state.global_step, delay)
         loader = DataLoader(
             CutDataset(dataset),
-            batch_sampler=sampler,
+            batch_sampler=self.sampler,
             collate_fn=trainer.data_collator,
             num_workers=workers,
             pin_memory=args.dataloader_pin_memory,
@@ -237,8 +283,7 @@ class CurriculumRun:
             prefetch_factor=prefetch,
             worker_init_fn=_seed_worker(trainer),
         )
-        if packed:
-            trainer.accelerator.even_batches = False
+        trainer.accelerator.even_batches = False  # unpacked token budgets vary the batch size
         return trainer.accelerator.prepare(loader)
 
     # -- observation (hot path: device tensors only) -------------------------------------------
@@ -261,8 +306,14 @@ class CurriculumRun:
         grad = torch.as_tensor(math.nan if self._grad_norm is None else self._grad_norm,
                                dtype=torch.float32, device=device).reshape(())
         self._micro_loss, self._grad_norm = [], None
+        planned = self.sampler.planned.pop(step, {}) if self.sampler else {}
+        totals = self.totals.setdefault(level, {"steps": 0})
+        totals["steps"] += 1
+        for key, value in planned.items():
+            totals[key] = totals.get(key, 0) + value if key != "waiting" else value
         self.log.end_step(torch.stack([loss.to(device), grad]).float(),
-                          step=global_step, level=level, input_len=input_len)
+                          step=global_step, level=level, input_len=input_len,
+                          truncation=self.curriculum.truncation_of(level), **planned)
         if self.gate is not None:
             self._gate_pending.append(torch.stack([grad, loss.to(device)]))
             if global_step % self.sense_grad.check_every == 0:
@@ -312,15 +363,15 @@ class CurriculumRun:
         return out
 
     def summary(self) -> str:
-        stats = self.plan.stats
+        """Per level, what the steps trained fed (as planned) and what was cut or left out."""
+        keys = ("steps", "examples", "tokens", "tokens_cut", "skipped", "deferred", "waiting")
         lines = [f"curriculum summary: {self.log.host_reads + self.gate_reads} host reads "
                  f"({self.log.host_reads} log, {self.gate_reads} sense_grad)",
-                 "  level input_len examples tokens tokens_cut skipped_no_label (as planned)"]
+                 "  level input_len truncation " + " ".join(keys)]
         for k, input_len in enumerate(self.timeline.input_lens):
-            lines.append(
-                f"  {k} {input_len} {stats.examples[input_len]} {stats.tokens[input_len]} "
-                f"{stats.tokens_cut[input_len]} {stats.skipped_no_label[input_len]}"
-            )
+            t = self.totals.get(k, {})
+            lines.append(f"  {k} {input_len} {self.curriculum.truncation_of(k)} "
+                         + " ".join(str(t.get(key, 0)) for key in keys))
         return "\n".join(lines)
 
     # -- checkpoints ------------------------------------------------------------------------------
@@ -387,12 +438,17 @@ def default_resume_dir(args, state) -> Path:
 
 
 def attach(trainer, curriculum: Curriculum, pack: Packer | None = None,
-           resume_dir: Callable[[Any, Any], Path | None] = default_resume_dir) -> CurriculumRun:
-    """Give `trainer` the curriculum: its train dataloader, batch measurements and log metrics."""
+           resume_dir: Callable[[Any, Any], Path | None] = default_resume_dir,
+           truncate_excess: bool = False) -> CurriculumRun:
+    """Give `trainer` the curriculum: its train dataloader, batch measurements and log metrics.
+
+    `truncate_excess`: in filter mode, rows longer than the last level are head-cut (Axolotl's
+    `excess_length_strategy: truncate`) instead of skipped.
+    """
     if curriculum.sense_grad is not None and not trainer.args.max_grad_norm:
         raise ValueError("curriculum.sense_grad reads the trainer's gradient norm: set "
                          "max_grad_norm > 0 (a huge value such as 1e9 measures without clipping)")
-    run = CurriculumRun(trainer, curriculum, pack)
+    run = CurriculumRun(trainer, curriculum, pack, truncate_excess)
     trainer.get_train_dataloader = run.train_dataloader
 
     training_step = trainer.training_step

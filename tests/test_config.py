@@ -47,6 +47,17 @@ BAD = [
      "sense_grad.max_loss_slope: got nan"),
     ({"levels": [{"input_len": 16}], "sense_grad": "yes"}, "curriculum.sense_grad: got 'yes'"),
     ({"levels": [{"input_len": 16}], "restart_on_resume": "no"}, "curriculum.restart_on_resume"),
+    ({"levels": [{"input_len": 16}], "truncation": "sentence"},
+     "curriculum.truncation: got 'sentence'; use one of head, segment, filter"),
+    ({"levels": [{"input_len": 16, "truncation": "tail"}]}, "curriculum.levels[0].truncation: got 'tail'"),
+    ({"levels": [{"input_len": 16}], "budget": "flops"}, "curriculum.budget: got 'flops'; use one of tokens, examples"),
+    ({"levels": [{"input_len": 16}], "prompt_cut": "right"}, "curriculum.prompt_cut: got 'right'"),
+    ({"levels": [{"input_len": 16}], "segment_window": 0}, "curriculum.segment_window: got 0"),
+    ({"levels": [{"input_len": 16}], "segment_window": 1.5}, "curriculum.segment_window: got 1.5"),
+    ({"levels": [{"input_len": 16}], "keep_prompt_head": -1}, "curriculum.keep_prompt_head: got -1"),
+    ({"levels": [{"input_len": 16}], "boundaries": "."}, "curriculum.boundaries: got '.'"),
+    ({"levels": [{"input_len": 16}], "boundaries": []}, "curriculum.boundaries: got []"),
+    ({"levels": [{"input_len": 16}], "truncaton": "head"}, "did you mean 'truncation'?"),
 ]
 
 

@@ -1,0 +1,80 @@
+"""Cut modes and budgets through the real `axolotl train`, on instruction data with odd rows."""
+
+import math
+
+import pytest
+
+from axolotl_curriculum.demo import write_instructions
+
+pytestmark = pytest.mark.e2e
+
+LEVELS = [{"input_len": 16, "max_steps": 8}, {"input_len": 48, "max_steps": 8}, {"input_len": 128}]
+
+
+@pytest.fixture(scope="module")
+def instructions(tmp_path_factory):
+    return write_instructions(tmp_path_factory.mktemp("instr") / "alpaca.jsonl", n=300, seed=3,
+                              edge=True)
+
+
+def alpaca(path, **overrides):
+    return dict(datasets=[{"path": str(path), "type": "alpaca", "ds_type": "json"}],
+                train_on_inputs=False, max_steps=24, excess_length_strategy="truncate", **overrides)
+
+
+def check_accounting(run, levels):
+    recs = run.rank(0)
+    assert [r["step"] for r in recs] == list(range(1, 25))
+    for r in recs:
+        assert math.isfinite(r["loss"]) and math.isfinite(r["grad_norm"]), r
+        assert r["max_example_len"] <= r["input_len"]
+        assert r["examples"] > 0 and r["tokens"] > 0
+    summary = run.output[run.output.index("curriculum summary"):]
+    for k, level in enumerate(levels):
+        mine = [r for r in recs if r["level"] == k]
+        totals = {key: sum(r[key] for r in mine) for key in ("examples", "tokens_cut", "skipped", "deferred")}
+        line = next(l for l in summary.splitlines() if l.strip().startswith(f"{k} {level['input_len']} "))
+        fields = line.split()
+        assert int(fields[3]) == len(mine) and int(fields[4]) == totals["examples"], line
+        assert int(fields[6]) == totals["tokens_cut"] and int(fields[7]) == totals["skipped"], line
+    return recs
+
+
+def test_segment_mode_with_prompt_cuts(axolotl_train, instructions):
+    run = axolotl_train(**alpaca(instructions), curriculum={"levels": LEVELS, "truncation": "segment",
+                                                            "keep_prompt_head": 2})
+    recs = check_accounting(run, LEVELS)
+    assert all(r["truncation"] == "segment" for r in recs)
+    assert sum(r["tokens_cut"] for r in recs if r["level"] == 0) > 0
+    assert sum(r["skipped"] for r in recs) == 0  # prompts longer than a level are cut from the left
+
+
+def test_filter_mode_defers_long_rows_until_a_level_admits_them(axolotl_train, instructions):
+    levels = [{"input_len": 48, "max_steps": 8}, {"input_len": 80, "max_steps": 8}, {"input_len": 128}]
+    run = axolotl_train(**alpaca(instructions), curriculum={"levels": levels, "truncation": "filter"})
+    recs = check_accounting(run, levels)
+    assert all(r["tokens_cut"] == 0 for r in recs if r["level"] < 2)  # whole examples only
+    assert sum(r["deferred"] for r in recs if r["level"] == 0) > 0
+    waiting = [r["waiting"] for r in recs]
+    assert max(waiting) > 0 and waiting[-1] == 0  # the last level admits what waited
+
+
+def test_filter_level_that_admits_nothing_is_skipped(axolotl_train, instructions):
+    levels = [{"input_len": 4, "max_steps": 8}, {"input_len": 64, "max_steps": 8}, {"input_len": 128}]
+    run = axolotl_train(**alpaca(instructions), curriculum={"levels": levels, "truncation": "filter"})
+    assert "level 0 (input_len 4, filter) admits no example; skipping it" in run.output
+    recs = run.rank(0)
+    assert recs[0]["level"] == 1 and [r["step"] for r in recs] == list(range(1, 25))
+
+
+def test_examples_budget_feeds_fewer_tokens_at_short_levels(axolotl_train, instructions):
+    tokens = axolotl_train(**alpaca(instructions), curriculum={"levels": LEVELS}).rank(0)
+    examples = axolotl_train(**alpaca(instructions),
+                             curriculum={"levels": LEVELS, "budget": "examples"}).rank(0)
+    short_tokens = [r["tokens"] for r in tokens if r["level"] == 0]
+    short_examples = [r["tokens"] for r in examples if r["level"] == 0]
+    assert min(short_tokens) > 0.9 * 2 * 128  # packed rows stay full
+    assert max(short_examples) < 0.5 * min(short_tokens)
+    ex0 = sum(r["examples"] for r in examples if r["level"] == 0) / 8
+    ex2 = sum(r["examples"] for r in examples if r["level"] == 2) / 8
+    assert 0.5 < ex0 / ex2 < 2  # about as many examples per step as at full length
