@@ -25,6 +25,28 @@ class Decision:
     stats: dict = field(default_factory=dict)
 
 
+class SpikeDetector:
+    """Flags a step whose gradient norm or loss jumps far above its running mean (EMA).
+
+    Non-finite values are always spikes and never enter the means.
+    """
+
+    def __init__(self, beta: float, grad_factor: float, loss_factor: float):
+        self.beta, self.grad_factor, self.loss_factor = beta, grad_factor, loss_factor
+        self.ema_grad: float | None = None
+        self.ema_loss: float | None = None
+
+    def __call__(self, grad_norm: float, loss: float) -> bool:
+        if not (math.isfinite(grad_norm) and math.isfinite(loss)):
+            return True
+        spike = ((self.ema_grad is not None and grad_norm > self.grad_factor * self.ema_grad)
+                 or (self.ema_loss is not None and loss > self.loss_factor * self.ema_loss))
+        b = self.beta
+        self.ema_grad = grad_norm if self.ema_grad is None else b * self.ema_grad + (1 - b) * grad_norm
+        self.ema_loss = loss if self.ema_loss is None else b * self.ema_loss + (1 - b) * loss
+        return spike
+
+
 @dataclass
 class _Stay:
     """Statistics of the current stay in a level."""
@@ -42,8 +64,8 @@ class Gate:
         self.timeline = timeline
         self.delay = delay          # steps from a decision to the first step fed at the new level
         self.stay = _Stay(start=0)
-        self.ema_grad: float | None = None
-        self.ema_loss: float | None = None
+        cfg = self.cfg
+        self.spikes = SpikeDetector(cfg.ema_beta, cfg.grad_spike_factor, cfg.loss_spike_factor)
         self.backed_off: list[int] = []
         self.decisions: list[Decision] = []
 
@@ -53,15 +75,7 @@ class Gate:
         _, start = self.timeline.position(step)
         if start != self.stay.start:
             self.stay = _Stay(start=start)  # the running means carry over: a jump shows as spikes
-        finite = math.isfinite(grad_norm) and math.isfinite(loss)
-        spike = not finite or (
-            (self.ema_grad is not None and grad_norm > self.cfg.grad_spike_factor * self.ema_grad)
-            or (self.ema_loss is not None and loss > self.cfg.loss_spike_factor * self.ema_loss)
-        )
-        if finite:
-            b = self.cfg.ema_beta
-            self.ema_grad = grad_norm if self.ema_grad is None else b * self.ema_grad + (1 - b) * grad_norm
-            self.ema_loss = loss if self.ema_loss is None else b * self.ema_loss + (1 - b) * loss
+        spike = self.spikes(grad_norm, loss)
         self.stay.grad.append(grad_norm)
         self.stay.loss.append(loss)
         self.stay.spike.append(spike)
@@ -129,10 +143,10 @@ class Gate:
 
     # -- checkpoints --------------------------------------------------------------------------
     def state_dict(self) -> dict:
-        return {"stay": vars(self.stay), "ema_grad": self.ema_grad, "ema_loss": self.ema_loss,
-                "backed_off": self.backed_off}
+        return {"stay": vars(self.stay), "ema_grad": self.spikes.ema_grad,
+                "ema_loss": self.spikes.ema_loss, "backed_off": self.backed_off}
 
     def load(self, state: dict) -> None:
         self.stay = _Stay(**state["stay"])
-        self.ema_grad, self.ema_loss = state["ema_grad"], state["ema_loss"]
+        self.spikes.ema_grad, self.spikes.ema_loss = state["ema_grad"], state["ema_loss"]
         self.backed_off = list(state["backed_off"])
