@@ -69,7 +69,7 @@ class SenseGrad(BaseModel):
     grad_spike_factor: float = 2.5  # a step's grad norm above this x its running mean is a spike
     loss_spike_factor: float = 1.5  # a step's loss above this x its running mean is a spike
     max_spikes: int = 0            # spikes allowed in the window
-    max_loss_slope: float = 0.0    # loss trend (fraction of the mean per step) must be at most this
+    max_loss_slope: float = 0.001  # loss trend (fraction of its mean per step) must be at most this
     ema_beta: float = 0.9          # weight of the past in the running means
     backoff: bool = False          # return to the previous level after spikes right after a switch
     backoff_spikes: int = 3        # spikes in the settle steps that trigger a back-off
