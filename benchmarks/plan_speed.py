@@ -17,7 +17,8 @@ import numpy as np
 from torch.utils.data import RandomSampler
 
 from axolotl.utils.samplers.multipack import MultipackBatchSampler
-from axolotl_curriculum.plan import BatchPlan, first_scored_label
+from axolotl_curriculum.cut import Rows, first_scored_label, level_cuts
+from axolotl_curriculum.plan import BatchPlan
 from axolotl_curriculum.plugin import axolotl_pack
 
 SEQ, ROWS = 2048, 4
@@ -38,10 +39,11 @@ def time_axolotl(lengths) -> tuple[float, int]:
 
 
 def time_ours(lengths, input_len: int, n_batches: int) -> float:
-    plan = BatchPlan(lengths, np.ones_like(lengths), batch_size=ROWS, seed=0, capacity=SEQ,
-                     bin_size=200, pack=axolotl_pack)
+    rows = Rows(lengths, np.ones_like(lengths))
+    plan = BatchPlan(rows, batch_size=ROWS, seed=0, capacity=SEQ, bin_size=200, pack=axolotl_pack)
     t = time.perf_counter()
-    for _ in plan.epoch(0, n_batches, 8, lambda k: input_len):
+    cuts = level_cuts(rows, input_len, "head")
+    for _ in plan.epoch(0, n_batches, 8, lambda k: cuts):
         pass
     return time.perf_counter() - t
 
