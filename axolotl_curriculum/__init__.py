@@ -2,7 +2,7 @@
 
 from .config import Curriculum, Level
 
-__all__ = ["Curriculum", "CurriculumPlugin", "Level"]
+__all__ = ["Curriculum", "CurriculumPlugin", "Level", "attach"]
 __version__ = "0.1.0"
 
 
@@ -12,4 +12,8 @@ def __getattr__(name):
         from .plugin import CurriculumPlugin
 
         return CurriculumPlugin
+    if name == "attach":
+        from .trainer import attach
+
+        return attach
     raise AttributeError(name)

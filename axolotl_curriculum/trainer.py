@@ -125,6 +125,9 @@ def row_stats(dataset, is_boundary: np.ndarray | None = None) -> Rows:
     if "labels" in table.column_names:
         l_starts, _, labels = _flat(table.column("labels"))
         first = first_scored_label(np.append(l_starts, len(labels)), labels)
+    elif "completion_mask" in table.column_names:  # TRL: 1 where the loss scores the token
+        m_starts, _, scored = _flat(table.column("completion_mask"))
+        first = first_scored_label(np.append(m_starts, len(scored)), np.where(scored == 1, 0, -100))
     else:
         first = np.where(lengths >= 2, 1, NO_LABEL)
     boundaries = None
@@ -445,6 +448,9 @@ def attach(trainer, curriculum: Curriculum, pack: Packer | None = None,
     `truncate_excess`: in filter mode, rows longer than the last level are head-cut (Axolotl's
     `excess_length_strategy: truncate`) instead of skipped.
     """
+    if getattr(trainer.args, "packing", False):
+        raise ValueError("curriculum: TRL's packing=True packs rows before the curriculum can cut "
+                         "them; set packing=False (padding_free=True keeps rows unpadded)")
     if curriculum.sense_grad is not None and not trainer.args.max_grad_norm:
         raise ValueError("curriculum.sense_grad reads the trainer's gradient norm: set "
                          "max_grad_norm > 0 (a huge value such as 1e9 measures without clipping)")
