@@ -1,0 +1,51 @@
+"""Pre-flight: one forward and backward at the last level's full shape, before training.
+
+Short early levels hide an out-of-memory error until the last level, hours in, and fragment the
+allocator on the way (Composer pre-runs full length for the same reason). Running the largest
+micro-batch first makes a job that cannot fit fail in its first minute, and reserves the memory.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+
+OOM_MARKS = ("out of memory", "can't allocate memory", "cannot allocate memory")
+
+
+class PreflightError(RuntimeError):
+    pass
+
+
+def full_length_batch(rows: int, tokens: int, vocab_size: int, device, packed: bool) -> dict:
+    """A micro-batch of the last level's shape: `rows` rows of `tokens` tokens, all trained."""
+    generator = torch.Generator().manual_seed(0)
+    ids = torch.randint(3, max(vocab_size, 4), (rows, tokens), generator=generator).to(device)
+    batch = {"input_ids": ids, "labels": ids.clone()}
+    if packed:
+        batch["position_ids"] = torch.arange(tokens, device=device).expand(rows, tokens).clone()
+    else:
+        batch["attention_mask"] = torch.ones_like(ids)
+    return batch
+
+
+def preflight(model: torch.nn.Module, batch: dict, backward: Callable[[torch.Tensor], None],
+              describe: str) -> None:
+    """Run forward + backward on `batch`, then drop the gradients; a failure to fit is raised
+    as a PreflightError saying what did not fit and what to change."""
+    try:
+        loss = model(**batch).loss
+        backward(loss)
+    except (torch.OutOfMemoryError, RuntimeError, MemoryError) as err:
+        if not isinstance(err, (torch.OutOfMemoryError, MemoryError)) and not any(
+                mark in str(err).lower() for mark in OOM_MARKS):
+            raise
+        raise PreflightError(
+            f"curriculum pre-flight: one micro-batch at the last level ({describe}) does not fit "
+            "in memory; lower micro_batch_size or sequence_len, or enable gradient_checkpointing "
+            f"(set curriculum.preflight: false to skip this check). Cause: {err}") from err
+    finally:
+        model.zero_grad(set_to_none=True)
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()

@@ -1,0 +1,43 @@
+"""Pre-flight: a last-level micro-batch that cannot fit fails at once with a clear error.
+
+The tight memory limit is real: a child process caps its own data segment (RLIMIT_DATA) just
+above what the model needs at a short length, then asks for the full length.
+"""
+
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+CHILD = textwrap.dedent("""
+    import resource, sys, torch
+    from transformers import AutoModelForCausalLM
+    from axolotl_curriculum.preflight import PreflightError, full_length_batch, preflight
+
+    model = AutoModelForCausalLM.from_pretrained(sys.argv[1])
+    vocab = model.config.vocab_size
+    short = full_length_batch(2, 64, vocab, "cpu", packed=True)
+    preflight(model, short, lambda loss: loss.backward(), "2 rows x 64 tokens")  # fits
+    soft, hard = resource.getrlimit(resource.RLIMIT_DATA)
+    import psutil
+    used = psutil.Process().memory_info().vms
+    resource.setrlimit(resource.RLIMIT_DATA, (used + 512 * 2**20, hard))
+    huge = full_length_batch(64, 65536, vocab, "cpu", packed=True)  # logits alone: 14 GiB
+    try:
+        preflight(model, huge, lambda loss: loss.backward(), "64 rows x 65536 tokens")
+    except PreflightError as err:
+        print("PREFLIGHT:", err)
+        sys.exit(3)
+    sys.exit(0)
+""")
+
+
+def test_full_length_that_does_not_fit_fails_clearly(tiny_model):
+    pytest.importorskip("psutil")
+    proc = subprocess.run([sys.executable, "-c", CHILD, str(tiny_model)], capture_output=True,
+                          text=True, timeout=300)
+    assert proc.returncode == 3, proc.stdout[-2000:] + proc.stderr[-2000:]
+    assert "curriculum pre-flight: one micro-batch at the last level (64 rows x 65536 tokens)" \
+        " does not fit in memory" in proc.stdout
+    assert "lower micro_batch_size or sequence_len" in proc.stdout
