@@ -123,6 +123,7 @@ class Curriculum(BaseModel):
     prompt_cut: str = "left"         # left: keep the answer, shorten the prompt | none: skip the row
     keep_prompt_head: int = 0        # left: tokens kept from the prompt's start (the instruction)
     budget: str | None = None        # tokens | examples; default: tokens if packed, else examples
+    preflight: bool | None = None    # full-length forward+backward before training; default: on GPU
 
     @model_validator(mode="before")
     @classmethod
@@ -150,6 +151,10 @@ class Curriculum(BaseModel):
         restart = data.get("restart_on_resume", False)
         if not isinstance(restart, bool):
             raise ValueError(f"curriculum.restart_on_resume: got {restart!r}; use true or false")
+        preflight = data.get("preflight")
+        if preflight is not None and not isinstance(preflight, bool):
+            raise ValueError(f"curriculum.preflight: got {preflight!r}; use true or false "
+                             "(leave it out: on when training on a GPU)")
         _check_choice("curriculum.truncation", data.get("truncation"), TRUNCATIONS)
         _check_choice("curriculum.prompt_cut", data.get("prompt_cut"), PROMPT_CUTS)
         _check_choice("curriculum.budget", data.get("budget"), BUDGETS)

@@ -25,6 +25,7 @@ from .batch_stats import measure_batch
 from .config import Curriculum
 from .cut import DEFAULT_BOUNDARIES, NO_LABEL, Cuts, Rows, apply_cut, first_scored_label, level_cuts
 from .plan import BatchPlan, Packer, Spec
+from .preflight import full_length_batch, preflight
 from .runlog import RunLog
 from .schedule import Segment, Timeline
 from .sense_grad import Gate
@@ -377,6 +378,33 @@ class CurriculumRun:
                          + " ".join(str(t.get(key, 0)) for key in keys))
         return "\n".join(lines)
 
+    def preflight(self) -> None:
+        """One forward+backward at the last level's largest micro-batch, on every rank."""
+        trainer, args = self.trainer, self.trainer.args
+        wanted = self.curriculum.preflight
+        if wanted is None:
+            wanted = torch.cuda.is_available()
+        if not wanted or self.plan is None:
+            return
+        if trainer.is_deepspeed_enabled:
+            LOG.info("curriculum: pre-flight skipped under DeepSpeed (its engine owns backward)")
+            return
+        last = self.timeline.last_level
+        if self.plan.packed:
+            rows, tokens = self.plan.batch_size, self.plan.capacity
+        else:
+            rows = self.plan.batch_size
+            tokens = int(self.cuts(last).lengths[self.cuts(last).fed].max())
+        model = trainer.model_wrapped
+        vocab = trainer.model.config.get_text_config().vocab_size
+        device = next(trainer.model.parameters()).device
+        batch = full_length_batch(rows, tokens, vocab, device, self.plan.packed)
+        model.train()
+        with trainer.compute_loss_context_manager():
+            preflight(model, batch, trainer.accelerator.backward, f"{rows} rows x {tokens} tokens")
+        if self.log.rank == 0:
+            LOG.info("curriculum: pre-flight at the last level (%d rows x %d tokens) fits", rows, tokens)
+
     # -- checkpoints ------------------------------------------------------------------------------
     def state_dict(self) -> dict:
         return {"curriculum": self.curriculum.model_dump(mode="json"),
@@ -423,6 +451,7 @@ class CurriculumCallback(TrainerCallback):
         if state.global_step > 0:
             self.run.restore(self.resume_dir(args, state), state.global_step)
         self.run.log.start(resumed_at=state.global_step)
+        self.run.preflight()
 
     def on_step_end(self, args, state, control, **kwargs):
         self.run.on_step_end(state.global_step)

@@ -54,14 +54,21 @@ def test_lora_with_gradient_accumulation(axolotl_train):
         adapter="lora", lora_r=4, lora_alpha=8, lora_dropout=0.0, lora_target_linear=True,
         lora_mlp_kernel=False, lora_qkv_kernel=False, lora_o_kernel=False,
         gradient_accumulation_steps=2,
+        curriculum={"levels": [{"input_len": 32, "max_steps": 10}, {"input_len": 64, "max_steps": 10},
+                               {"input_len": 128}], "preflight": True},
     )
+    assert "pre-flight at the last level (2 rows x 128 tokens) fits" in run.output
     recs = assert_levels_fed(run.rank(0), per_step_capacity=2 * 2 * 128)
     assert all(r["tokens"] == 512 for r in recs if r["level"] < 2)  # two full micro-batches
 
 
 def test_two_ranks_on_cpu_agree_on_every_step(axolotl_train):
     run = axolotl_train(launcher_args=("--launcher", "torchrun", "--", "--nproc_per_node", "2"),
-                        env={"ACCELERATE_USE_CPU": "true"})
+                        env={"ACCELERATE_USE_CPU": "true"},
+                        curriculum={"levels": [{"input_len": 32, "max_steps": 10},
+                                               {"input_len": 64, "max_steps": 10},
+                                               {"input_len": 128}], "preflight": True})
+    assert "pre-flight at the last level (2 rows x 128 tokens) fits" in run.output
     r0, r1 = run.rank(0), run.rank(1)
     assert_levels_fed(r0)
     assert_levels_fed(r1)
