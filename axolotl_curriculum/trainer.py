@@ -159,7 +159,7 @@ def boundary_mask(tokenizer, marks: list[str] | tuple[str, ...]) -> np.ndarray:
     return mask
 
 
-def _seed_worker(trainer) -> Callable | None:
+def _seed_worker(trainer) -> Callable:
     from transformers.trainer_utils import seed_worker
 
     return partial(seed_worker, num_workers=trainer.args.dataloader_num_workers,
@@ -191,8 +191,8 @@ class CurriculumRun:
         self._grad_norm = None
         self._level = None
         self._decision_fields: dict[str, Any] = {}
-        tokenizer = getattr(trainer, "processing_class", None) or getattr(trainer, "tokenizer", None)
-        self.pad_token_id = getattr(tokenizer, "pad_token_id", None)
+        self.tokenizer = getattr(trainer, "processing_class", None) or getattr(trainer, "tokenizer", None)
+        self.pad_token_id = getattr(self.tokenizer, "pad_token_id", None)
 
     @property
     def sense_grad(self):
@@ -247,8 +247,8 @@ class CurriculumRun:
 
         cur = self.curriculum
         uses_segments = any(cur.truncation_of(k) == "segment" for k in range(len(cur.levels)))
-        tokenizer = getattr(trainer, "processing_class", None) or getattr(trainer, "tokenizer", None)
-        mask = boundary_mask(tokenizer, cur.boundaries or DEFAULT_BOUNDARIES) if uses_segments else None
+        mask = (boundary_mask(self.tokenizer, cur.boundaries or DEFAULT_BOUNDARIES)
+                if uses_segments else None)
         self.rows, self._cuts = row_stats(dataset, mask), {}
         self._skip_empty_levels()
         shuffle = not isinstance(getattr(base, "sampler", base), SequentialSampler)
@@ -361,6 +361,9 @@ class CurriculumRun:
             "curriculum/max_example_len": max(r["max_example_len"] for r in records),
             "curriculum/tokens_per_step": sum(r["tokens"] for r in records) / len(records),
         }
+        for key in ("examples", "tokens_cut", "skipped", "deferred"):  # planned, summed since last log
+            if key in last:
+                out[f"curriculum/{key}"] = sum(r.get(key, 0) for r in records)
         for key in ("grad_cv", "spikes", "loss_slope"):
             if key in self._decision_fields:
                 out[f"curriculum/{key}"] = self._decision_fields[key]

@@ -47,6 +47,7 @@ def test_segment_mode_with_prompt_cuts(axolotl_train, instructions):
     assert all(r["truncation"] == "segment" for r in recs)
     assert sum(r["tokens_cut"] for r in recs if r["level"] == 0) > 0
     assert sum(r["skipped"] for r in recs) == 0  # prompts longer than a level are cut from the left
+    assert "'curriculum/tokens_cut'" in run.output  # accounting reaches the trainer's log line
 
 
 def test_filter_mode_defers_long_rows_until_a_level_admits_them(axolotl_train, instructions):
