@@ -8,6 +8,7 @@ of the data. A cut is three numbers per row: feed `row[:head] + row[start:end]`.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Any
 
 import numpy as np
@@ -64,7 +65,7 @@ class Cuts:
     fed: np.ndarray
     waits: np.ndarray
 
-    @property
+    @cached_property
     def lengths(self) -> np.ndarray:
         return self.head + self.end - self.start
 

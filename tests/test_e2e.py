@@ -55,10 +55,15 @@ def test_lora_with_gradient_accumulation(axolotl_train):
         lora_mlp_kernel=False, lora_qkv_kernel=False, lora_o_kernel=False,
         gradient_accumulation_steps=2,
         curriculum={"levels": [{"input_len": 32, "max_steps": 10}, {"input_len": 64, "max_steps": 10},
-                               {"input_len": 128}], "preflight": True},
+                               {"input_len": 128}], "preflight": True,
+                    # a gate that never passes: decisions are taken per optimizer step, caps rule
+                    "sense_grad": {"check_every": 2, "min_steps": 2, "max_grad_cv": 1e-6}},
     )
     assert "pre-flight at the last level (2 rows x 128 tokens) fits" in run.output
     recs = assert_levels_fed(run.rank(0), per_step_capacity=2 * 2 * 128)
+    decided = [r for r in recs if "decision" in r]
+    assert [r["step"] for r in decided] == list(range(2, 31, 2))  # optimizer steps, not micro-steps
+    assert {r["decision"] for r in decided} <= {"hold", "pending", "last_level"}
     assert all(r["tokens"] == 512 for r in recs if r["level"] < 2)  # two full micro-batches
 
 
