@@ -14,7 +14,6 @@ from typing import Any
 import numpy as np
 
 NO_LABEL = np.iinfo(np.int64).max
-MODES = ("head", "segment", "filter")
 # Token text ending a sentence, clause or line; EOS and turn-end tokens are added by the adapter.
 DEFAULT_BOUNDARIES = (".", "!", "?", ";", ":", ",", "\n")
 

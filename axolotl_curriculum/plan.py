@@ -13,12 +13,12 @@ from collections.abc import Callable, Iterator
 
 import numpy as np
 
+from .config import BUDGETS
 from .cut import Cuts, Rows
 
 # pack(lengths, capacity, max_bins, bin_size) -> bins as lists of positions into `lengths`
 Packer = Callable[[np.ndarray, int, int, int], list[list[int]]]
 Spec = tuple[int, int, int, int]  # (row, head, start, end): feed row[:head] + row[start:end]
-BUDGETS = ("tokens", "examples")
 
 
 class BatchPlan:
