@@ -11,8 +11,13 @@ class CurriculumArgs(BaseModel):
     curriculum: Curriculum | None = None
 
     @model_validator(mode="after")
-    def _levels_fit_sequence_len(self):
+    def _fits_the_rest_of_the_config(self):
+        if self.curriculum is None:
+            return self
         sequence_len = getattr(self, "sequence_len", None)
-        if self.curriculum is not None and sequence_len:
+        if sequence_len:
             self.curriculum.check_sequence_len(int(sequence_len))
+        if self.curriculum.sense_grad is not None and getattr(self, "max_grad_norm", None) == 0:
+            raise ValueError("curriculum.sense_grad reads the gradient norm the trainer clips "
+                             "with: set max_grad_norm > 0 (1e9 measures without clipping)")
         return self

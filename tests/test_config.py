@@ -93,3 +93,19 @@ def test_input_len_above_sequence_len():
     cur.check_sequence_len(128)
     with pytest.raises(ValueError, match=r"levels\[2\].input_len: got 128, above sequence_len 100"):
         cur.check_sequence_len(100)
+
+
+def test_axolotl_validation_rejects_sense_grad_without_a_gradient_norm(tiny_model):
+    from axolotl.utils.config import prepare_plugins, validate_config
+    from axolotl.utils.dict import DictDefault
+
+    from axolotl_curriculum.demo import base_config
+
+    cfg = base_config(tiny_model, "data.jsonl", "out", max_grad_norm=0,
+                      curriculum={"levels": [{"input_len": 128}], "sense_grad": True})
+    cfg = DictDefault(cfg)
+    prepare_plugins(cfg)
+    with pytest.raises(ValueError, match="curriculum.sense_grad reads the gradient norm"):
+        validate_config(cfg, capabilities={"bf16": False, "fp8": False, "tf32": False, "n_gpu": 1,
+                                           "compute_capability": None},
+                        env_capabilities={"torch_version": "2.13.0"})
