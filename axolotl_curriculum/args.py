@@ -20,4 +20,6 @@ class CurriculumArgs(BaseModel):
         if self.curriculum.sense_grad is not None and getattr(self, "max_grad_norm", None) == 0:
             raise ValueError("curriculum.sense_grad reads the gradient norm the trainer clips "
                              "with: set max_grad_norm > 0 (1e9 measures without clipping)")
+        if getattr(self, "deepspeed", None):
+            self.curriculum.check_fixed_micro_batch(bool(getattr(self, "sample_packing", False)))
         return self

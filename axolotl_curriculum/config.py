@@ -229,3 +229,15 @@ class Curriculum(BaseModel):
                     f"curriculum.levels[{i}].input_len: got {level.input_len}, above "
                     f"sequence_len {sequence_len}; use at most {sequence_len} or raise sequence_len"
                 )
+
+    def budget_for(self, packed: bool) -> str:
+        return self.budget or ("tokens" if packed else "examples")
+
+    def check_fixed_micro_batch(self, packed: bool) -> None:
+        """DeepSpeed fixes train_micro_batch_size_per_gpu; unpacked `budget: tokens` varies it."""
+        if not packed and self.budget_for(packed) == "tokens":
+            raise ValueError(
+                "curriculum.budget: tokens without sample packing changes the micro-batch size at "
+                "each level, which DeepSpeed's fixed train_micro_batch_size_per_gpu does not allow; "
+                "use budget: examples, or sample_packing: true"
+            )

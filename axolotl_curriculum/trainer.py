@@ -89,7 +89,8 @@ class LevelBatchSampler(BatchSampler):
         steps = self.plan.epoch(epoch, self.n_batches, self.batches_per_step,
                                 lambda k: self.cuts_at(self._checked(first + k)))
         for k, (stats, batches) in enumerate(steps):
-            self.planned[first + k] = stats
+            if first + k >= self.current_step():  # not a step a resume replays to skip it
+                self.planned[first + k] = stats
             yield from batches
 
     def _checked(self, step: int) -> int:
@@ -157,6 +158,23 @@ def boundary_mask(tokenizer, marks: list[str] | tuple[str, ...]) -> np.ndarray:
                                                      tokenizer.unk_token_id):
             mask[token_id] = True
     return mask
+
+
+def norm_scalar(grad_norm, device) -> torch.Tensor:
+    """The trainer's gradient norm as a plain 0-d float32 tensor on `device`, without a host read.
+
+    Engines hand it over differently: DDP a tensor, DeepSpeed a float, FSDP2 a DTensor (stacking
+    that with plain tensors raises; a Partial one would be this rank's share), None without one.
+    """
+    if grad_norm is None:
+        return torch.tensor(math.nan, device=device)
+    if hasattr(grad_norm, "full_tensor"):  # DTensor: whole and global, no collective if Replicate
+        grad_norm = grad_norm.full_tensor()
+    return torch.as_tensor(grad_norm, dtype=torch.float32, device=device).reshape(())
+
+
+def _packed(args) -> bool:
+    return bool(getattr(args, "sample_packing", False)) and not getattr(args, "pretraining", False)
 
 
 def _seed_worker(trainer) -> Callable:
@@ -235,7 +253,7 @@ class CurriculumRun:
     def train_dataloader(self) -> DataLoader:
         trainer, args = self.trainer, self.trainer.args
         dataset = trainer.train_dataset
-        packed = bool(getattr(args, "sample_packing", False)) and not getattr(args, "pretraining", False)
+        packed = _packed(args)
         if not packed:
             dataset = trainer._remove_unused_columns(dataset, description="training")
         base = trainer._get_train_sampler(dataset)
@@ -253,7 +271,7 @@ class CurriculumRun:
         self._skip_empty_levels()
         shuffle = not isinstance(getattr(base, "sampler", base), SequentialSampler)
         seed = args.data_seed if getattr(args, "data_seed", None) is not None else args.seed
-        budget = cur.budget or ("tokens" if packed else "examples")
+        budget = cur.budget_for(packed)
         if packed:
             if self.pack is None:
                 raise ValueError("sample packing needs a packer (the Axolotl plugin passes its own)")
@@ -307,8 +325,7 @@ class CurriculumRun:
         self._level = level
         device = self._micro_loss[0].device if self._micro_loss else "cpu"
         loss = torch.stack(self._micro_loss).sum() if self._micro_loss else torch.tensor(math.nan)
-        grad = torch.as_tensor(math.nan if self._grad_norm is None else self._grad_norm,
-                               dtype=torch.float32, device=device).reshape(())
+        grad = norm_scalar(self._grad_norm, device)
         self._micro_loss, self._grad_norm = [], None
         planned = self.sampler.planned.pop(step, {}) if self.sampler else {}
         totals = self.totals.setdefault(level, {"steps": 0})
@@ -486,6 +503,8 @@ def attach(trainer, curriculum: Curriculum, pack: Packer | None = None,
     if curriculum.sense_grad is not None and not trainer.args.max_grad_norm:
         raise ValueError("curriculum.sense_grad reads the trainer's gradient norm: set "
                          "max_grad_norm > 0 (a huge value such as 1e9 measures without clipping)")
+    if trainer.is_deepspeed_enabled:
+        curriculum.check_fixed_micro_batch(_packed(trainer.args))
     run = CurriculumRun(trainer, curriculum, pack, truncate_excess)
     trainer.get_train_dataloader = run.train_dataloader
 

@@ -1,5 +1,7 @@
 """The `curriculum:` contract: valid blocks load, wrong ones fail at config time naming the key."""
 
+from pathlib import Path
+
 import pytest
 from pydantic import ValidationError
 
@@ -95,17 +97,30 @@ def test_input_len_above_sequence_len():
         cur.check_sequence_len(100)
 
 
-def test_axolotl_validation_rejects_sense_grad_without_a_gradient_norm(tiny_model):
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.mark.parametrize("overrides, message", [
+    ({"max_grad_norm": 0, "curriculum": {"levels": [{"input_len": 128}], "sense_grad": True}},
+     "curriculum.sense_grad reads the gradient norm"),
+    ({"deepspeed": str(ROOT / "example_configs/deepspeed/zero2.json"), "sample_packing": False,
+      "curriculum": {"levels": [{"input_len": 128}], "budget": "tokens"}},
+     "curriculum.budget: tokens without sample packing changes the micro-batch size"),
+])
+def test_axolotl_validation_rejects_what_the_engine_cannot_do(tiny_model, overrides, message):
     from axolotl.utils.config import prepare_plugins, validate_config
     from axolotl.utils.dict import DictDefault
 
     from axolotl_curriculum.demo import base_config
 
-    cfg = base_config(tiny_model, "data.jsonl", "out", max_grad_norm=0,
-                      curriculum={"levels": [{"input_len": 128}], "sense_grad": True})
-    cfg = DictDefault(cfg)
+    cfg = DictDefault(base_config(tiny_model, "data.jsonl", "out", **overrides))
     prepare_plugins(cfg)
-    with pytest.raises(ValueError, match="curriculum.sense_grad reads the gradient norm"):
-        validate_config(cfg, capabilities={"bf16": False, "fp8": False, "tf32": False, "n_gpu": 1,
-                                           "compute_capability": None},
-                        env_capabilities={"torch_version": "2.13.0"})
+    capabilities = {"bf16": False, "fp8": False, "tf32": False, "n_gpu": 1, "compute_capability": None}
+    env = {"torch_version": "2.13.0"}
+    with pytest.raises(ValueError, match=message):
+        validate_config(cfg, capabilities=capabilities, env_capabilities=env)
+    # the same config with the offending setting made right validates
+    fixed = {"max_grad_norm": 1.0} if "max_grad_norm" in overrides else {"sample_packing": True}
+    cfg = DictDefault(base_config(tiny_model, "data.jsonl", "out", **{**overrides, **fixed}))
+    prepare_plugins(cfg)
+    validate_config(cfg, capabilities=capabilities, env_capabilities=env)

@@ -67,6 +67,31 @@ def test_lora_with_gradient_accumulation(axolotl_train):
     assert all(r["tokens"] == 512 for r in recs if r["level"] < 2)  # two full micro-batches
 
 
+def test_qlora_4bit_with_sense_grad(axolotl_train):
+    import json
+    from pathlib import Path
+
+    run = axolotl_train(
+        adapter="qlora", load_in_4bit=True, lora_r=8, lora_alpha=16, lora_target_linear=True,
+        # Axolotl's fused LoRA kernels dequantize NF4 with CUDA only; bitsandbytes' CPU path works
+        lora_mlp_kernel=False, lora_qkv_kernel=False, lora_o_kernel=False,
+        optimizer="paged_adamw_8bit",
+        plugins=["axolotl_curriculum.CurriculumPlugin", "model_probe.ModelProbe"],
+        env={"PYTHONPATH": str(Path(__file__).with_name("plugins"))},
+        curriculum={"levels": [{"input_len": 32, "max_steps": 10}, {"input_len": 64, "max_steps": 10},
+                               {"input_len": 128}],
+                    "sense_grad": {"check_every": 2, "min_steps": 2, "max_grad_cv": 1e-6}},
+    )
+    probe = json.loads((run.out / "model_probe.json").read_text())
+    assert probe["modules"].get("bitsandbytes.nn.modules.Linear4bit", 0) >= 14  # 7 per layer
+    assert probe["quant_types"].get("nf4", 0) >= 14
+    recs = assert_levels_fed(run.rank(0), per_step_capacity=2 * 128)
+    decided = [r for r in recs if "decision" in r]
+    assert len(decided) == 15 and all(r["grad_norm"] > 0 for r in recs)
+    measured = [r for r in decided if r.get("window", 0) >= 3]
+    assert measured and all(0 < r["grad_cv"] < 10 for r in measured)  # finite, from real norms
+
+
 def test_two_ranks_on_cpu_agree_on_every_step(axolotl_train):
     run = axolotl_train(launcher_args=("--launcher", "torchrun", "--", "--nproc_per_node", "2"),
                         env={"ACCELERATE_USE_CPU": "true"},
