@@ -231,6 +231,7 @@ class Curriculum(BaseModel):
                 )
 
     def budget_for(self, packed: bool) -> str:
+        """The budget in effect: packed rows stay full unless told otherwise (docs/cuts.md)."""
         return self.budget or ("tokens" if packed else "examples")
 
     def check_fixed_micro_batch(self, packed: bool) -> None:

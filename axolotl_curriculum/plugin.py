@@ -35,7 +35,8 @@ class CurriculumPlugin(BasePlugin):
         if curriculum_logger.level == logging.NOTSET:
             curriculum_logger.setLevel(logging.INFO)
         # Several ranks on a machine without a GPU: Axolotl would train each rank alone.
-        if cfg.get("curriculum") and _cpu_multi_rank():
+        # (Not with DeepSpeed, which accelerate drops when told to use the CPU.)
+        if cfg.get("curriculum") and _cpu_multi_rank() and not cfg.get("deepspeed"):
             os.environ.setdefault("ACCELERATE_USE_CPU", "true")
 
     def load_datasets(self, cfg, preprocess: bool = False):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import socket
 import subprocess
 from pathlib import Path
 
@@ -22,6 +23,14 @@ def long_corpus(tiny_model, tmp_path_factory) -> Path:
     """Every row longer than 64 tokens, so each level's cut shows in every batch."""
     return write_corpus(tmp_path_factory.mktemp("data") / "long.jsonl", tiny_model,
                         n=400, min_tokens=70, max_tokens=128, seed=1)
+
+
+def two_ranks() -> tuple[str, ...]:
+    """`axolotl train` launcher arguments for 2 processes, on a port no other test job holds."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    return ("--launcher", "torchrun", "--", "--nproc_per_node", "2", "--master_port", str(port))
 
 
 class AxolotlRun:

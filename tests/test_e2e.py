@@ -2,6 +2,8 @@
 
 import pytest
 
+from conftest import two_ranks
+
 pytestmark = pytest.mark.e2e
 
 LEVELS = [(32, range(1, 11)), (64, range(11, 21)), (128, range(21, 31))]
@@ -82,7 +84,7 @@ def test_qlora_4bit_with_sense_grad(axolotl_train):
                                {"input_len": 128}],
                     "sense_grad": {"check_every": 2, "min_steps": 2, "max_grad_cv": 1e-6}},
     )
-    probe = json.loads((run.out / "model_probe.json").read_text())
+    probe = json.loads((run.out / "model_probe.rank0.json").read_text())
     assert probe["modules"].get("bitsandbytes.nn.modules.Linear4bit", 0) >= 14  # 7 per layer
     assert probe["quant_types"].get("nf4", 0) >= 14
     recs = assert_levels_fed(run.rank(0), per_step_capacity=2 * 128)
@@ -93,7 +95,7 @@ def test_qlora_4bit_with_sense_grad(axolotl_train):
 
 
 def test_two_ranks_on_cpu_agree_on_every_step(axolotl_train):
-    run = axolotl_train(launcher_args=("--launcher", "torchrun", "--", "--nproc_per_node", "2"),
+    run = axolotl_train(launcher_args=two_ranks(),
                         env={"ACCELERATE_USE_CPU": "true"},
                         curriculum={"levels": [{"input_len": 32, "max_steps": 10},
                                                {"input_len": 64, "max_steps": 10},

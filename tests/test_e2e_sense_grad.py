@@ -8,6 +8,7 @@ import pytest
 import yaml
 
 from axolotl_curriculum.demo import axolotl_env, base_config
+from conftest import two_ranks
 
 pytestmark = pytest.mark.e2e
 
@@ -56,7 +57,7 @@ def test_max_steps_forces_the_advance(axolotl_train):
 
 
 def test_two_ranks_take_the_same_decisions(axolotl_train):
-    run = axolotl_train(launcher_args=("--launcher", "torchrun", "--", "--nproc_per_node", "2"),
+    run = axolotl_train(launcher_args=two_ranks(),
                         env={"ACCELERATE_USE_CPU": "true"}, learning_rate=0.03, max_steps=60,
                         curriculum={"levels": LEVELS, "sense_grad": GATE})
     r0, r1 = run.rank(0), run.rank(1)

@@ -1,9 +1,11 @@
-"""Engines with sharded gradients: the gradient norm the gate reads is global and plain.
+"""Engines with sharded gradients and states: levels, the gate's norm, the fixed micro-batch.
 
-accelerate refuses FSDP on CPU (it enables FSDP only for accelerator device types) and Axolotl
-builds its FSDP device mesh on "cuda", so the Axolotl CLI cannot run FSDP here. torch itself
-can: these tests shard the tiny llama over 2 real gloo ranks and pass the norm accelerate would
-return through the plugin's conversion (`norm_scalar`).
+DeepSpeed ZeRO runs through the real `axolotl train` on 2 gloo ranks, with a start-up shim
+(tests/shims/sitecustomize.py) for three CUDA assumptions above DeepSpeed. FSDP cannot run
+through Axolotl here: accelerate enables FSDP only for accelerator device types and Axolotl
+builds its FSDP device mesh on "cuda". torch's FSDP itself runs on CPU, so the FSDP tests shard
+the tiny llama over 2 gloo ranks and pass the norm accelerate would return through the plugin's
+conversion (`norm_scalar`).
 """
 
 import json
@@ -14,8 +16,40 @@ from pathlib import Path
 import pytest
 
 from axolotl_curriculum.demo import axolotl_env
+from conftest import two_ranks
+from test_e2e import assert_levels_fed
 
-WORKER = Path(__file__).with_name("fsdp_grad_norm.py")
+HERE = Path(__file__).parent
+WORKER = HERE / "fsdp_grad_norm.py"
+
+
+@pytest.mark.parametrize("stage", [2, 3])
+def test_deepspeed_zero_on_two_ranks(axolotl_train, stage):
+    run = axolotl_train(
+        launcher_args=two_ranks(),
+        env={"PYTHONPATH": f"{HERE / 'shims'}:{HERE / 'plugins'}", "DS_CPU_SHIM": "1"},
+        deepspeed=str(HERE.parent / "example_configs" / "deepspeed" / f"zero{stage}.json"),
+        plugins=["axolotl_curriculum.CurriculumPlugin", "model_probe.ModelProbe"],
+        curriculum={"levels": [{"input_len": 32, "max_steps": 10}, {"input_len": 64, "max_steps": 10},
+                               {"input_len": 128}],
+                    "sense_grad": {"check_every": 2, "min_steps": 2, "max_grad_cv": 1e-6}},
+    )
+    for rank in (0, 1):
+        probe = json.loads((run.out / f"model_probe.rank{rank}.json").read_text())
+        assert (probe["wrapped"], probe["zero_stage"], probe["world_size"]) == \
+            ("DeepSpeedEngine", stage, 2)
+        assert probe["engine_optimizer"].startswith("DeepSpeedZeroOptimizer")
+    r0, r1 = run.rank(0), run.rank(1)
+    for recs in (r0, r1):
+        # the fixed micro-batch: 2 packed rows of 128 tokens at every level, full while cut
+        assert_levels_fed(recs, per_step_capacity=2 * 128)
+        assert all(r["tokens"] == 256 for r in recs if r["level"] < 2)
+    # ranks fed different data, and read one global norm (DeepSpeed's, over its partitions)
+    assert [r["loss"] for r in r0] != [r["loss"] for r in r1]
+    assert [r["grad_norm"] for r in r0] == [r["grad_norm"] for r in r1]
+    keys = ("step", "decision", "reason", "grad_cv", "spikes", "loss_slope")
+    d0 = [tuple(r[k] for k in keys) for r in r0 if "decision" in r]
+    assert len(d0) == 15 and d0 == [tuple(r[k] for k in keys) for r in r1 if "decision" in r]
 
 
 @pytest.mark.parametrize("version", [1, 2])
