@@ -48,9 +48,6 @@ class Timeline:
     def level_at(self, step: int) -> int:
         return self.position(step)[0]
 
-    def input_len_at(self, step: int) -> int:
-        return self.input_lens[self.level_at(step)]
-
     def switch(self, start: int, level: int, cap: int | None = None) -> None:
         if start < self.segments[-1].start:
             raise ValueError("a switch cannot be placed before an earlier one")
