@@ -1,5 +1,8 @@
 """The real `axolotl train` CLI on a tiny llama: what each level actually fed the model."""
 
+import json
+from pathlib import Path
+
 import pytest
 
 from conftest import two_ranks
@@ -70,9 +73,6 @@ def test_lora_with_gradient_accumulation(axolotl_train):
 
 
 def test_qlora_4bit_with_sense_grad(axolotl_train):
-    import json
-    from pathlib import Path
-
     run = axolotl_train(
         adapter="qlora", load_in_4bit=True, lora_r=8, lora_alpha=16, lora_target_linear=True,
         # Axolotl's fused LoRA kernels dequantize NF4 with CUDA only; bitsandbytes' CPU path works
