@@ -17,9 +17,7 @@ class CurriculumArgs(BaseModel):
         sequence_len = getattr(self, "sequence_len", None)
         if sequence_len:
             self.curriculum.check_sequence_len(int(sequence_len))
-        if self.curriculum.sense_grad is not None and getattr(self, "max_grad_norm", None) == 0:
-            raise ValueError("curriculum.sense_grad reads the gradient norm the trainer clips "
-                             "with: set max_grad_norm > 0 (1e9 measures without clipping)")
-        if getattr(self, "deepspeed", None):
-            self.curriculum.check_fixed_micro_batch(bool(getattr(self, "sample_packing", False)))
+        self.curriculum.check_training(max_grad_norm=getattr(self, "max_grad_norm", None),
+                                       deepspeed=bool(getattr(self, "deepspeed", None)),
+                                       packed=bool(getattr(self, "sample_packing", False)))
         return self

@@ -234,9 +234,16 @@ class Curriculum(BaseModel):
         """The budget in effect: packed rows stay full unless told otherwise (docs/cuts.md)."""
         return self.budget or ("tokens" if packed else "examples")
 
-    def check_fixed_micro_batch(self, packed: bool) -> None:
-        """DeepSpeed fixes train_micro_batch_size_per_gpu; unpacked `budget: tokens` varies it."""
-        if not packed and self.budget_for(packed) == "tokens":
+    def check_training(self, *, max_grad_norm: float | None, deepspeed: bool, packed: bool) -> None:
+        """What the block needs from the rest of the training setup (Axolotl's YAML or a Trainer).
+
+        sense_grad reads the norm the trainer computes for clipping; DeepSpeed fixes
+        train_micro_batch_size_per_gpu, which unpacked `budget: tokens` would vary per level.
+        """
+        if self.sense_grad is not None and max_grad_norm is not None and max_grad_norm <= 0:
+            raise ValueError("curriculum.sense_grad reads the gradient norm the trainer clips "
+                             "with: set max_grad_norm > 0 (1e9 measures without clipping)")
+        if deepspeed and not packed and self.budget_for(packed) == "tokens":
             raise ValueError(
                 "curriculum.budget: tokens without sample packing changes the micro-batch size at "
                 "each level, which DeepSpeed's fixed train_micro_batch_size_per_gpu does not allow; "

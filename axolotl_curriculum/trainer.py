@@ -489,22 +489,22 @@ def default_resume_dir(args, state) -> Path:
     return Path(args.output_dir) / f"checkpoint-{state.global_step}"
 
 
-def attach(trainer, curriculum: Curriculum, pack: Packer | None = None,
+def attach(trainer, curriculum: Curriculum | dict, pack: Packer | None = None,
            resume_dir: Callable[[Any, Any], Path | None] = default_resume_dir,
            truncate_excess: bool = False) -> CurriculumRun:
     """Give `trainer` the curriculum: its train dataloader, batch measurements and log metrics.
 
+    `curriculum`: the `curriculum:` block, as a `Curriculum` or the plain dict of its YAML.
     `truncate_excess`: in filter mode, rows longer than the last level are head-cut (Axolotl's
     `excess_length_strategy: truncate`) instead of skipped.
     """
+    curriculum = Curriculum.model_validate(curriculum)
     if getattr(trainer.args, "packing", False):
         raise ValueError("curriculum: TRL's packing=True packs rows before the curriculum can cut "
                          "them; set packing=False (padding_free=True keeps rows unpadded)")
-    if curriculum.sense_grad is not None and not trainer.args.max_grad_norm:
-        raise ValueError("curriculum.sense_grad reads the trainer's gradient norm: set "
-                         "max_grad_norm > 0 (a huge value such as 1e9 measures without clipping)")
-    if trainer.is_deepspeed_enabled:
-        curriculum.check_fixed_micro_batch(_packed(trainer.args))
+    # Axolotl runs the same check at config time; a plain Trainer meets it here.
+    curriculum.check_training(max_grad_norm=trainer.args.max_grad_norm or 0.0,
+                              deepspeed=trainer.is_deepspeed_enabled, packed=_packed(trainer.args))
     run = CurriculumRun(trainer, curriculum, pack, truncate_excess)
     trainer.get_train_dataloader = run.train_dataloader
 

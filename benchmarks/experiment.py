@@ -266,6 +266,7 @@ def plots(runs: list[Run], out: Path, sweep: dict) -> list[str]:
     plt.close(fig)
 
     by_arm: dict[str, list[Run]] = {}
+    tok_ratios: dict[str, list[float]] = {}
     for r in runs:
         if r.lr_mult == 1 and r.records:
             by_arm.setdefault(r.arm, []).append(r)
@@ -397,10 +398,11 @@ def report(runs: list[Run], model: Path, test_path: Path, size: dict, args, out_
         "|---|---|---|---|---|---|---|",
     ]
     by_arm: dict[str, list[Run]] = {}
+    tok_ratios: dict[str, list[float]] = {}
     for r in main_runs:
         by_arm.setdefault(r.arm, []).append(r)
     for arm, rs in by_arm.items():
-        tok_ratio = [base_tokens / tokens_to(r, base_final) for r in rs]
+        tok_ratio = tok_ratios[arm] = [base_tokens / tokens_to(r, base_final) for r in rs]
         reached = sum(not math.isnan(t) for t in tok_ratio)
         lines.append(
             f"| {arm} | {spread([final[r.name] for r in rs])} | {spread(tok_ratio, '.2f')} "
@@ -437,8 +439,7 @@ def report(runs: list[Run], model: Path, test_path: Path, size: dict, args, out_
         lines.append(f"| {arm} | " + " | ".join(cells) + f" | {' / '.join(sp)} |")
     lines += ["", "Final eval loss at each learning-rate multiplier (n/a or a rising loss: the run "
               "did not converge).", ""]
-    ratios = {a: np.nanmedian([base_tokens / tokens_to(r, base_final) for r in rs] or [math.nan])
-              for a, rs in by_arm.items() if a != "baseline"}
+    ratios = {a: np.nanmedian(t or [math.nan]) for a, t in tok_ratios.items() if a != "baseline"}
     best = max(ratios, key=lambda a: -1 if math.isnan(ratios[a]) else ratios[a]) if ratios else None
     top = LR_MULTS[-1]
     b_sp, l_sp = spikes_at.get(f"baseline-s0-lr{top:g}"), spikes_at.get(f"linear-s0-lr{top:g}")

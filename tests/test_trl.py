@@ -26,17 +26,26 @@ def test_trl_example_feeds_the_levels(tmp_path):
         assert previous[r["level"]] < r["max_example_len"] <= r["input_len"]
 
 
-def test_trl_packing_is_refused_with_a_clear_error(tiny_model, long_corpus, tmp_path):
+@pytest.mark.parametrize("settings, block, message", [
+    ({"packing": True}, {"levels": [{"input_len": 64}]},
+     "packing=True packs rows before the curriculum"),
+    ({"max_grad_norm": 0.0}, {"levels": [{"input_len": 64}], "sense_grad": True},
+     "curriculum.sense_grad reads the gradient norm"),
+    ({}, {"levels": [{"input_len": 64}], "sense_grad": {"windw": 5}},
+     "curriculum.sense_grad: unknown key 'windw'"),
+])
+def test_trl_settings_the_curriculum_cannot_use_are_refused(tiny_model, long_corpus, tmp_path,
+                                                           settings, block, message):
     from datasets import load_dataset
     from transformers import AutoModelForCausalLM, AutoTokenizer
     from trl import SFTConfig, SFTTrainer
 
-    from axolotl_curriculum import Curriculum, attach
+    from axolotl_curriculum import attach
 
-    args = SFTConfig(output_dir=str(tmp_path), max_steps=1, packing=True, max_length=128,
-                     report_to=[], use_cpu=True)
+    args = SFTConfig(output_dir=str(tmp_path), max_steps=1, max_length=128, report_to=[],
+                     use_cpu=True, **{"packing": False, **settings})
     trainer = SFTTrainer(model=AutoModelForCausalLM.from_pretrained(tiny_model), args=args,
                          train_dataset=load_dataset("json", data_files=str(long_corpus), split="train"),
                          processing_class=AutoTokenizer.from_pretrained(tiny_model))
-    with pytest.raises(ValueError, match="packing=True packs rows before the curriculum"):
-        attach(trainer, Curriculum.model_validate({"levels": [{"input_len": 64}]}))
+    with pytest.raises(ValueError, match=message):
+        attach(trainer, block)  # the plain dict of the YAML block
