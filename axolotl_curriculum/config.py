@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import difflib
 import math
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, model_validator
 
@@ -98,6 +98,26 @@ _SENSE_GRAD_INT_MINIMA = {"check_every": 1, "window": 3, "settle_steps": 0, "min
                           "max_spikes": 0, "backoff_spikes": 1, "backoff_steps": 1}
 
 
+class Auto(BaseModel):
+    """Knobs of `levels: auto` (docs/auto.md says how the ladder is chosen and why)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    min_input_len: int = 64      # the first level's input_len; each next level doubles it
+    max_levels: int = 4          # levels at most, the last (sequence_len) included
+    warmup_share: float = 0.3    # share of the run's steps spent below the last level
+
+    @classmethod
+    def validate_raw(cls, where: str, data: Any) -> None:
+        if not isinstance(data, dict):
+            raise ValueError(f"{where}: got {data!r}; use a mapping, e.g. {{max_levels: 3}}")
+        _check_keys(where, data, list(cls.model_fields))
+        _check_int(f"{where}.min_input_len", data.get("min_input_len"), MIN_INPUT_LEN)
+        _check_int(f"{where}.max_levels", data.get("max_levels"), 2)
+        if "warmup_share" in data:
+            _check_float(f"{where}.warmup_share", data["warmup_share"], 0.0, 0.9, low_open=True)
+
+
 class Level(BaseModel):
     """LEVEL: one stage of training; every example is cut to at most `input_len` tokens."""
 
@@ -114,7 +134,8 @@ class Curriculum(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    levels: list[Level]
+    levels: list[Level] | Literal["auto"]
+    auto: Auto | None = None         # knobs of levels: auto
     sense_grad: SenseGrad | None = None
     restart_on_resume: bool = False  # resuming under a changed block starts the levels over
     truncation: str = "head"         # head | segment | filter (see docs/cuts.md)
@@ -168,6 +189,14 @@ class Curriculum(BaseModel):
                              "strings, e.g. ['.', '!', '?', '\\n']")
 
         levels = data.get("levels")
+        if "auto" in data and data["auto"] is not None:
+            if levels != "auto":
+                raise ValueError("curriculum.auto: only used with `levels: auto`; remove it or "
+                                 "set levels: auto")
+            auto = data["auto"]
+            Auto.validate_raw("curriculum.auto", auto.model_dump() if isinstance(auto, Auto) else auto)
+        if levels == "auto":  # chosen from the data when training starts (auto.py)
+            return data
         if not isinstance(levels, list) or not levels:
             raise ValueError(
                 "curriculum.levels: give a non-empty list of levels, e.g. "
@@ -211,7 +240,19 @@ class Curriculum(BaseModel):
         return data
 
     @property
+    def is_auto(self) -> bool:
+        return self.levels == "auto"
+
+    def resolved(self, levels: list[dict | Level]) -> "Curriculum":
+        """A copy with concrete levels (the ladder `levels: auto` chose), validated as YAML is."""
+        block = self.model_dump(exclude={"levels", "auto"}, exclude_none=True)
+        return Curriculum.model_validate({**block, "levels": levels})
+
+    @property
     def input_lens(self) -> list[int]:
+        if self.is_auto:
+            raise ValueError("curriculum.levels: auto is chosen once the data and the run's steps "
+                             "are known; use Curriculum.resolved(auto.choose_levels(...)) first")
         return [level.input_len for level in self.levels]
 
     def truncation_of(self, level: int) -> str:
@@ -223,6 +264,8 @@ class Curriculum(BaseModel):
 
     def check_sequence_len(self, sequence_len: int) -> None:
         """No level may ask for more tokens than the model is trained on."""
+        if self.is_auto:  # auto never goes above sequence_len
+            return
         for i, level in enumerate(self.levels):
             if level.input_len > sequence_len:
                 raise ValueError(

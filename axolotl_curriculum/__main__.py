@@ -1,0 +1,7 @@
+"""`python -m axolotl_curriculum plan CONFIG.yml` (the same as `axolotl-curriculum`)."""
+
+import sys
+
+from .cli import main
+
+sys.exit(main())

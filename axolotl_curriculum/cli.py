@@ -1,0 +1,54 @@
+"""`axolotl-curriculum`: `plan CONFIG.yml` before training, `report OUTPUT_DIR` after it.
+
+Each subcommand is imported only when asked for (plan needs Axolotl, report does not). Input
+the user must fix (`BadInput`, a missing file) is one line on stderr and exit status 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+
+
+class BadInput(ValueError):
+    """Input the user must fix: printed as one line, exit status 2."""
+
+
+def parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(prog="axolotl-curriculum",
+                                 description="Plan a curriculum before training; report on a run after it.")
+    sub = ap.add_subparsers(dest="command", required=True)
+    plan = sub.add_parser("plan", help="what each level will feed and cost, before training")
+    plan.add_argument("config", help="the Axolotl config (YAML) you train with")
+    plan.add_argument("--out", help="also write plan.json and plan.png into this folder")
+    plan.add_argument("--world-size", type=int, default=None,
+                      help="ranks the run will use (default: WORLD_SIZE, else 1)")
+    report = sub.add_parser("report", help="figures and tables of a finished (or killed) run")
+    report.add_argument("output_dir", help="the run's output_dir (holds curriculum_log.jsonl)")
+    report.add_argument("--out", help="write report.md and the figures here (default: output_dir)")
+    return ap
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    try:
+        if args.command == "plan":
+            from .plan_cmd import run
+
+            return run(args.config, args.out, args.world_size) or 0
+        try:
+            report = importlib.import_module("axolotl_curriculum.report")
+        except ModuleNotFoundError as exc:
+            if exc.name != "axolotl_curriculum.report":
+                raise
+            raise BadInput("report is not available in this version") from None
+        return report.run(args.output_dir, args.out) or 0
+    except (BadInput, FileNotFoundError) as exc:
+        print(f"axolotl-curriculum {args.command}: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,250 @@
+"""`axolotl-curriculum plan CONFIG.yml`: what each level will feed, before training.
+
+Loads the config as `axolotl train` does (Axolotl's `load_cfg`: validation, plugins) and the
+tokenized data as `axolotl preprocess` does (`load_datasets`: the prepared copy under
+`dataset_prepared_path`, or tokenize and save it), reads the model's config but never its
+weights, and projects the curriculum with `projection.project` (the training code's cuts and
+plan). No GPU.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .auto import as_yaml, resolve
+from .cli import BadInput
+from .config import Curriculum
+from .projection import format_table, project
+
+LOCAL_TYPES = {"json", "jsonl", "csv", "parquet", "text", "arrow"}
+LOCAL_SUFFIXES = {".json", ".jsonl", ".csv", ".parquet", ".arrow", ".txt"}
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    return value
+
+
+def _first_line(exc: BaseException) -> str:
+    errors = getattr(exc, "errors", None)
+    if callable(errors):  # pydantic: the first error's own message
+        try:
+            return str(errors()[0]["msg"]).removeprefix("Value error, ")
+        except Exception:  # noqa: BLE001 - fall back to the text
+            pass
+    lines = [line for line in str(exc).splitlines() if line.strip()]
+    return lines[0] if lines else type(exc).__name__
+
+
+def read_yaml(path: Path) -> dict:
+    import yaml
+
+    if not path.is_file():
+        raise BadInput(f"config {path}: no such file")
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
+        raise BadInput(f"config {path}: not readable YAML ({_first_line(exc)})") from None
+    if not isinstance(raw, dict):
+        raise BadInput(f"config {path}: expected a mapping of Axolotl settings, got {raw!r:.60}")
+    return raw
+
+
+def check_dataset_paths(raw: dict, config: Path) -> None:
+    """A local dataset file that is not there: say so before Axolotl tries the Hub with it."""
+    for i, ds in enumerate(raw.get("datasets") or []):
+        if not isinstance(ds, dict) or not isinstance(ds.get("path"), str) or ds.get("data_files"):
+            continue
+        path = Path(ds["path"]).expanduser()
+        local = (ds.get("ds_type") in LOCAL_TYPES or path.suffix in LOCAL_SUFFIXES
+                 or ds["path"].startswith(("/", "./", "../", "~")))
+        if local and not path.exists():
+            raise BadInput(f"{config}: datasets[{i}].path: {ds['path']} does not exist")
+
+
+def load(config: Path) -> tuple[Any, Any]:
+    """(Axolotl cfg, training data) as `axolotl train` / `axolotl preprocess` would have them."""
+    from axolotl.cli.config import load_cfg
+    from axolotl.common.datasets import load_datasets
+    from axolotl.utils.trainer import disable_datasets_caching
+
+    if not os.environ.get("AXOLOTL_CURRICULUM_VERBOSE"):  # the table, not Axolotl's config dump
+        for handler in logging.getLogger("axolotl").handlers:
+            handler.setLevel(logging.WARNING)
+
+    try:
+        cfg = load_cfg(str(config))
+    except Exception as exc:  # noqa: BLE001 - any rejection of the config is the user's to fix
+        raise BadInput(f"config {config}: {_first_line(exc)}") from None
+    if cfg.rl or cfg.pretraining_dataset or cfg.streaming:
+        raise BadInput(f"config {config}: plan reads a prepared SFT dataset; rl, streaming and "
+                       "pretraining_dataset configs are not supported")
+    try:
+        with disable_datasets_caching():
+            meta = load_datasets(cfg=cfg)
+    except Exception as exc:  # noqa: BLE001
+        raise BadInput(f"config {config}: could not load the training data: {_first_line(exc)}") from None
+    return cfg, meta
+
+
+def model_config(cfg) -> Any:
+    """The model's config only (sizes for FLOPs), never its weights."""
+    try:
+        from axolotl.loaders.utils import load_model_config
+
+        return load_model_config(cfg)
+    except ImportError:
+        from transformers import AutoConfig
+
+        return AutoConfig.from_pretrained(cfg.base_model_config or cfg.base_model,
+                                          trust_remote_code=cfg.trust_remote_code is True)
+
+
+def steps_per_epoch(cfg, dataset, per_step: int, packed: bool) -> int:
+    """Optimizer steps in one epoch of the curriculum's loader (as the trainer sizes it)."""
+    if packed:
+        from axolotl.utils.trainer import calculate_total_num_steps
+
+        total = calculate_total_num_steps(cfg, dataset, update=False)
+        return max(1, int(total / max(float(cfg.num_epochs or 1), 1e-9)))
+    n_batches = len(dataset) // cfg.micro_batch_size
+    return max(1, n_batches // per_step)
+
+
+def plan(config: str | os.PathLike, out: str | os.PathLike | None = None,
+         world_size: int | None = None) -> dict:
+    config = Path(config)
+    raw = read_yaml(config)
+    check_dataset_paths(raw, config)
+    if raw.get("curriculum") is not None:  # its own message, before Axolotl loads
+        try:
+            Curriculum.model_validate(raw["curriculum"])
+        except ValueError as exc:
+            raise BadInput(f"config {config}: {_first_line(exc)}") from None
+    cfg, meta = load(config)
+    from .plugin import axolotl_pack
+
+    try:  # the data path's new home after the trainer split
+        from .rows import boundary_mask, row_stats
+    except ImportError:
+        from .trainer import boundary_mask, row_stats
+
+    block = _plain(cfg.curriculum) if cfg.curriculum else None
+    curriculum = Curriculum.model_validate(block or {"levels": "auto"})
+    uses_segments = curriculum.truncation == "segment" or (
+        not curriculum.is_auto and any(curriculum.truncation_of(k) == "segment"
+                                       for k in range(len(curriculum.levels))))
+    mask = None
+    if uses_segments:
+        from axolotl.loaders import load_tokenizer
+
+        from .cut import DEFAULT_BOUNDARIES
+
+        mask = boundary_mask(load_tokenizer(cfg), curriculum.boundaries or DEFAULT_BOUNDARIES)
+    dataset = meta.train_dataset
+    rows = row_stats(dataset, mask)
+    total_steps = int(meta.total_num_steps)
+    sequence_len = int(cfg.sequence_len)
+    trains = rows.first_label < rows.lengths
+    chosen = resolve(curriculum, rows.lengths[trains], sequence_len, total_steps)
+
+    packed = bool(cfg.sample_packing) and not cfg.pretraining_dataset
+    world = world_size or int(cfg.world_size or 1)
+    grad_accum = int(cfg.gradient_accumulation_steps or 1)
+    mbs = int(cfg.micro_batch_size or 1)
+    real_batches = (cfg.multipack_real_batches if cfg.multipack_real_batches is not None
+                    else not cfg.attn_supports_packing)
+    batch_size, capacity = (mbs, sequence_len) if real_batches else (1, mbs * sequence_len)
+    seed = cfg.data_seed if cfg.data_seed is not None else (cfg.seed if cfg.seed is not None else 42)
+    projection = project(
+        rows, chosen, batch_size=batch_size if packed else mbs, world_size=world,
+        grad_accum=grad_accum, packed=packed, capacity=capacity if packed else None,
+        bin_size=int(cfg.sample_packing_bin_size or 200), seed=int(seed), total_steps=total_steps,
+        truncate_excess=cfg.excess_length_strategy == "truncate",
+        model_config=model_config(cfg), pack=axolotl_pack if packed else None,
+        shuffle=not cfg.curriculum_sampling,
+        steps_per_epoch=steps_per_epoch(cfg, dataset, world * grad_accum, packed))
+    projection["config"] = str(config)
+    projection["curriculum"] = chosen.model_dump(mode="json", exclude_none=True)
+    projection["auto"] = curriculum.is_auto
+    projection["lengths"] = rows.lengths.tolist()
+
+    s = projection["settings"]
+    print(f"plan: {config}: {s['rows']} rows, {s['tokens']} tokens, sequence_len {sequence_len}, "
+          f"{total_steps} optimizer steps, budget {s['budget']}, "
+          f"{'packed' if packed else 'not packed'}, {world} rank(s) x {grad_accum} accumulation")
+    print(format_table(projection))
+    if curriculum.is_auto:
+        why = ("no curriculum: block (the plugin does nothing without one); levels: auto "
+               "would choose" if block is None else "levels: auto chooses")
+        print(f"\n# {why}:\n{as_yaml(chosen)}")
+    if out is not None:
+        write(projection, Path(out))
+    return projection
+
+
+def write(projection: dict, out: Path) -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    data = {k: v for k, v in projection.items() if k != "lengths"}
+    (out / "plan.json").write_text(json.dumps(data, indent=2) + "\n")
+    figure(projection, out / "plan.png")
+    print(f"plan: wrote {out / 'plan.json'} and {out / 'plan.png'}")
+
+
+def figure(projection: dict, path: Path) -> None:
+    """The length distribution with each level's input_len; each level's outcome shares."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    lengths = np.asarray(projection["lengths"])
+    levels = projection["levels"]
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(12, 4.2))
+    lengths = np.maximum(lengths, 1)
+    low = max(1.0, min(lengths.min(), min(lv["input_len"] for lv in levels)) / 1.5)
+    bins = np.logspace(np.log10(low), np.log10(max(lengths.max(), 2) * 1.1), 50)
+    ax1.hist(lengths, bins=bins, color="#8fa8c8")
+    ax1.set_xscale("log")
+    ax1.set_xlabel("row length (tokens, log scale)")
+    ax1.set_ylabel("rows")
+    for lv in levels:
+        ax1.axvline(lv["input_len"], color="#c0392b", linestyle="--", linewidth=1)
+        ax1.text(lv["input_len"], ax1.get_ylim()[1] * 0.95, f" {lv['level']}: {lv['input_len']}",
+                 color="#c0392b", fontsize=8, va="top")
+    ax1.set_title("lengths and each level's input_len")
+    parts = [("rows_whole", "whole", "#2e7d32"), ("rows_cut", "cut", "#f9a825"),
+             ("rows_prompt_cut", "prompt cut", "#ef6c00"),
+             ("rows_skipped_no_label", "skipped: no label", "#6d4c41"),
+             ("rows_skipped_too_long", "skipped: too long", "#b71c1c"),
+             ("rows_waiting", "waiting", "#90a4ae")]
+    n = max(projection["settings"]["rows"], 1)
+    names = [f"{lv['level']}: {lv['input_len']}" for lv in levels]
+    left = np.zeros(len(levels))
+    for key, label, color in parts:
+        share = np.array([lv[key] / n for lv in levels])
+        ax2.barh(names, share, left=left, color=color, label=label)
+        left += share
+    ax2.invert_yaxis()
+    ax2.set_xlim(0, 1)
+    ax2.set_xlabel("share of rows")
+    ax2.set_title("what each level does to the rows")
+    ax2.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.16), ncol=3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def run(config: str, out: str | None = None, world_size: int | None = None) -> int:
+    plan(config, out, world_size)
+    return 0
+

@@ -1,0 +1,113 @@
+"""plan's numbers against an independent count from the lengths (and Axolotl's packer)."""
+
+import numpy as np
+import pytest
+
+from axolotl_curriculum.config import Curriculum
+from axolotl_curriculum.cut import Rows
+from axolotl_curriculum.flops import train_flops
+from axolotl_curriculum.projection import format_table, project
+
+MODEL = {"hidden_size": 32, "num_hidden_layers": 2, "intermediate_size": 64,
+         "num_attention_heads": 2, "vocab_size": 1024}
+LEVELS = [{"input_len": 16, "max_steps": 4}, {"input_len": 48, "max_steps": 3}, {"input_len": 128}]
+
+
+def rows_of(n=300, seed=0, low=10, high=128, first=None):
+    lengths = np.random.default_rng(seed).integers(low, high, size=n)
+    return Rows(lengths, np.ones(n, np.int64) if first is None else first)
+
+
+def unpacked(rows, block, steps=10, batch=4, world=1, accum=1, **kw):
+    return project(rows, Curriculum.model_validate(block), batch_size=batch, world_size=world,
+                   grad_accum=accum, packed=False, total_steps=steps, shuffle=False,
+                   model_config=MODEL, **kw)
+
+
+def test_head_cuts_match_a_count_from_lengths():
+    rows = rows_of()
+    p = unpacked(rows, {"levels": LEVELS, "budget": "examples"}, batch=3, world=2, accum=2)
+    L = rows.lengths
+    total = int(L.sum())
+    order = np.arange(10 * 12) % len(L)  # shuffle off: rows in order, 12 examples per step
+    for lv, (input_len, first, steps) in zip(p["levels"], [(16, 0, 4), (48, 4, 3), (128, 7, 3)]):
+        assert lv["steps"] == steps
+        assert lv["rows_cut"] == int((L > input_len).sum())
+        assert lv["rows_whole"] == int((L <= input_len).sum())
+        assert lv["tokens_kept"] == int(np.minimum(L, input_len).sum())
+        assert lv["share_tokens_cut"] == pytest.approx(np.maximum(L - input_len, 0).sum() / total)
+        fed = L[order[first * 12:(first + steps) * 12]]
+        assert lv["examples"] == steps * 12 and lv["examples_per_step"] == 12
+        assert lv["tokens"] == int(np.minimum(fed, input_len).sum())
+        assert lv["tokens_cut"] == int(np.maximum(fed - input_len, 0).sum())
+        assert lv["flops"] == pytest.approx(train_flops(MODEL, np.minimum(fed, input_len)))
+        assert lv["skipped_no_label"] == lv["skipped_too_long"] == lv["prompt_cut"] == 0
+    t = p["total"]
+    assert t["exact"] and t["steps"] == 10
+    assert t["flops_full_length"] == pytest.approx(10 * train_flops(MODEL, L[:120]) / 10)
+    assert t["ratio"] == pytest.approx(t["flops"] / t["flops_full_length"])
+    assert t["ratio"] < 1  # fewer tokens at the short levels under the examples budget
+
+
+def test_prompt_cut_and_skip_counts():
+    rows = rows_of(n=100, low=60, high=100, first=np.full(100, 40))  # prompts of 40 tokens
+    left = unpacked(rows, {"levels": LEVELS, "budget": "examples"})
+    assert left["levels"][0]["rows_prompt_cut"] == 100  # 16 < 40: every row keeps its answer
+    assert left["levels"][0]["prompt_cut"] == 4 * 4
+    assert left["levels"][1]["rows_prompt_cut"] == 0 and left["levels"][1]["rows_cut"] == 100
+    mixed = rows_of(n=100, low=60, high=100, first=np.where(np.arange(100) % 2, 40, 1))
+    none = unpacked(mixed, {"levels": LEVELS, "budget": "examples", "prompt_cut": "none"})
+    assert none["levels"][0]["rows_skipped_no_label"] == 50
+    assert none["levels"][0]["examples"] == 16 and none["levels"][0]["skipped_no_label"] >= 15
+    with pytest.raises(ValueError, match=r"levels\[0\].input_len: no example keeps a trainable"):
+        unpacked(rows, {"levels": LEVELS, "prompt_cut": "none"})
+
+
+def test_filter_waits_and_too_long():
+    rows = rows_of(n=200, low=10, high=128)
+    L = rows.lengths
+    p = unpacked(rows, {"levels": [{"input_len": 32, "max_steps": 2}, {"input_len": 100}],
+                        "truncation": "filter", "budget": "examples"}, steps=4)
+    first, last = p["levels"]
+    assert first["rows_waiting"] == int((L > 32).sum()) and first["rows_cut"] == 0
+    assert last["rows_skipped_too_long"] == int((L > 100).sum())
+    assert first["tokens_cut"] == 0
+    kept = unpacked(rows, {"levels": [{"input_len": 32, "max_steps": 2}, {"input_len": 100}],
+                           "truncation": "filter"}, steps=4, truncate_excess=True)
+    assert kept["levels"][1]["rows_skipped_too_long"] == 0
+    assert kept["levels"][1]["rows_cut"] == int((L > 100).sum())
+
+
+def test_packed_with_axolotls_packer():
+    from axolotl_curriculum.plugin import axolotl_pack
+
+    rows = rows_of(n=600)
+    p = project(rows, Curriculum.model_validate({"levels": LEVELS}), batch_size=2, packed=True,
+                capacity=128, bin_size=200, total_steps=10, grad_accum=2, model_config=MODEL,
+                pack=axolotl_pack)
+    short, mid, full = p["levels"]
+    assert short["tokens_per_step"] == 2 * 2 * 128  # 16-token pieces fill every row exactly
+    assert short["examples_per_step"] == 2 * 2 * 128 / 16
+    assert short["examples_per_step"] > mid["examples_per_step"] > full["examples_per_step"]
+    assert full["tokens_per_step"] <= 4 * 128
+    assert short["rel_flops_per_token"] < mid["rel_flops_per_token"] < 1.01
+    table = format_table(p)
+    assert "input_len" in table and "compute:" in table.splitlines()[-1]
+
+
+def test_long_runs_are_sampled_per_level():
+    rows = rows_of()
+    p = unpacked(rows, {"levels": [{"input_len": 16, "max_steps": 30}, {"input_len": 128}],
+                        "budget": "examples"}, steps=100, sample_steps=10)
+    assert not p["total"]["exact"]
+    assert [lv["steps"] for lv in p["levels"]] == [30, 70]
+    assert p["levels"][0]["examples"] == 30 * 4 and p["levels"][1]["examples"] == 70 * 4
+    assert "projected from their mean" in format_table(p)
+
+
+def test_sense_grad_levels_show_min_and_cap():
+    block = {"levels": [{"input_len": 16, "max_steps": 8, "min_steps": 3}, {"input_len": 128}],
+             "sense_grad": True}
+    p = unpacked(rows_of(), block)
+    assert (p["levels"][0]["min_steps"], p["levels"][0]["max_steps"]) == (3, 8)
+    assert "8 (3-8)" in format_table(p)
