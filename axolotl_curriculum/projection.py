@@ -23,19 +23,21 @@ TOTALS = ("examples", "tokens", "tokens_cut", "prompt_cut", "skipped_no_label",
 SAMPLE_STEPS = 2000  # steps simulated per level at most; beyond, the level's mean step counts
 
 
-def _too_long(rows: Rows, cuts: Cuts, input_len: int) -> np.ndarray:
+def _too_long(rows: Rows, cuts: Cuts, input_len: int, filter_last: bool) -> np.ndarray:
     """Rows skipped for their length (filter's last level without truncate), not their labels."""
     too_long = getattr(cuts, "too_long", None)
-    if too_long is None:  # cut.py before its outcome split
-        trains = rows.first_label < rows.lengths
-        too_long = ~cuts.fed & ~cuts.waits & trains & (rows.lengths > input_len)
-    return too_long
+    if too_long is not None:
+        return too_long
+    if not filter_last:  # cut.py before its outcome split: only filter skips for length
+        return np.zeros(len(rows), dtype=bool)
+    trains = rows.first_label < rows.lengths
+    return ~cuts.fed & ~cuts.waits & trains & (rows.lengths > input_len)
 
 
-def _outcomes(rows: Rows, cuts: Cuts, input_len: int) -> dict[str, int]:
+def _outcomes(rows: Rows, cuts: Cuts, input_len: int, filter_last: bool) -> dict[str, int]:
     """What the level does to every row of the data (once each, order aside)."""
     moved = (cuts.head > 0) | (cuts.start > 0)
-    too_long = _too_long(rows, cuts, input_len)
+    too_long = _too_long(rows, cuts, input_len, filter_last)
     fed_tokens = cuts.lengths[cuts.fed]
     return {
         "rows_whole": int((cuts.fed & (cuts.lengths >= rows.lengths)).sum()),
@@ -68,7 +70,7 @@ def _step_counts(stats: dict, batches: list, packed: bool, too_long_share: float
 
 
 def _simulate(plan: BatchPlan, level_of: list[int], per_step: int, steps_per_epoch: int,
-              cuts: list[Cuts], input_lens: list[int], sample: int,
+              cuts: list[Cuts], too_long: list[np.ndarray], sample: int,
               model_config: Any) -> tuple[dict, bool]:
     """Drive the plan over the run's steps as the loader does, epoch by epoch.
 
@@ -76,10 +78,8 @@ def _simulate(plan: BatchPlan, level_of: list[int], per_step: int, steps_per_epo
     mean) and the plan restarts at the next level's first step with a fresh order.
     """
     acc = {k: {key: 0 for key in (*TOTALS, "steps", "flops")} for k in range(len(cuts))}
-    shares = []
-    for c, input_len in zip(cuts, input_lens):
-        skipped = ~c.fed & ~c.waits
-        shares.append(float(_too_long(plan.rows, c, input_len).sum() / max(skipped.sum(), 1)))
+    shares = [float(long.sum() / max((~c.fed & ~c.waits).sum(), 1))
+              for c, long in zip(cuts, too_long)]
     last_waiting: dict[int, int] = {}
     total, step, restarts, exact = len(level_of), 0, 0, True
     while step < total:
@@ -146,6 +146,8 @@ def project(rows: Rows, curriculum: Curriculum, *, batch_size: int, world_size: 
         raise ValueError(f"curriculum.levels[{k}].input_len: no example keeps a trainable token "
                          f"when cut to {cur.input_lens[k]}; raise it")
     level_of = [timeline.level_at(s) for s in range(total_steps)]
+    filter_last = [k == last and cur.truncation_of(k) == "filter" for k in range(n_levels)]
+    too_long = [_too_long(rows, c, L, f) for c, L, f in zip(cuts, cur.input_lens, filter_last)]
 
     def new_plan() -> BatchPlan:
         return BatchPlan(rows, batch_size=batch_size, seed=seed, shuffle=shuffle,
@@ -153,16 +155,16 @@ def project(rows: Rows, curriculum: Curriculum, *, batch_size: int, world_size: 
                          pack=pack if packed else None, budget=budget)
 
     spe = steps_per_epoch or max(total_steps, 1)
-    acc, exact = _simulate(new_plan(), level_of, per_step, spe, cuts, cur.input_lens,
-                           sample_steps, model_config)
+    acc, exact = _simulate(new_plan(), level_of, per_step, spe, cuts, too_long, sample_steps,
+                           model_config)
     # full length: what the same steps feed without a curriculum
     full_len = int(max(rows.lengths.max(initial=2), cur.input_lens[-1]))
     full = [level_cuts(rows, full_len, "head", prompt_cut=cur.prompt_cut,
                        keep_prompt_head=cur.keep_prompt_head, last_level=True,
                        truncate_excess=truncate_excess)]
     ref_steps = min(total_steps, sample_steps)
-    ref, _ = _simulate(new_plan(), [0] * ref_steps, per_step, spe, full, [full_len],
-                       sample_steps, model_config)
+    ref, _ = _simulate(new_plan(), [0] * ref_steps, per_step, spe, full,
+                       [np.zeros(len(rows), dtype=bool)], sample_steps, model_config)
     ref = ref[0]
     full_step_flops = ref["flops"] / max(ref["steps"], 1)
     full_token_flops = ref["flops"] / max(ref["tokens"], 1)
@@ -173,7 +175,7 @@ def project(rows: Rows, curriculum: Curriculum, *, batch_size: int, world_size: 
         a = acc[k]
         steps = level_of.count(k)
         scale = steps / a["steps"] if a["steps"] else 0.0
-        out = _outcomes(rows, cuts[k], level.input_len)
+        out = _outcomes(rows, cuts[k], level.input_len, filter_last[k])
         per = {key: (a[key] / a["steps"] if a["steps"] else 0.0)
                for key in ("examples", "tokens", "tokens_cut")}
         step_flops = a["flops"] / a["steps"] if a["steps"] else 0.0
