@@ -39,6 +39,7 @@ def measure_batch(inputs: Mapping[str, torch.Tensor], pad_token_id: int | None) 
         longest, tokens = per_row.max(), per_row.sum()
     else:
         ids = inputs["input_ids"]
-        longest = torch.tensor(ids.shape[-1], device=ids.device)
-        tokens = torch.tensor(ids.numel(), device=ids.device)
+        # torch.full fills on the device; torch.tensor would copy from the host and block
+        longest = torch.full((), ids.shape[-1], device=ids.device)
+        tokens = torch.full((), ids.numel(), device=ids.device)
     return torch.stack([longest.to(torch.int64), tokens.to(torch.int64)])

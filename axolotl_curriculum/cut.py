@@ -55,7 +55,9 @@ class Rows:
 class Cuts:
     """One level's cut of every row: feed `row[:head] + row[start:end]` if `fed`.
 
-    `waits` marks rows a filter level does not admit yet (they wait for a longer level).
+    A row not fed either `waits` (a filter level does not admit it yet: a longer level will) or
+    is skipped at this level: `too_long` (longer than the last level admits, filter mode) or for
+    want of a scored label in what the cut keeps.
     """
 
     head: np.ndarray
@@ -63,6 +65,7 @@ class Cuts:
     end: np.ndarray
     fed: np.ndarray
     waits: np.ndarray
+    too_long: np.ndarray
 
     @cached_property
     def lengths(self) -> np.ndarray:
@@ -105,8 +108,9 @@ def level_cuts(rows: Rows, input_len: int, mode: str = "head", *, window: float 
         fits = lengths <= input_len
         end = np.where(fits, lengths, np.minimum(lengths, input_len))
         fed = (fits | (last_level & truncate_excess)) & (first < end)
-        waits = ~fits & ~np.bool_(last_level)
-        return Cuts(zeros, zeros.copy(), end, fed & (end >= 2), waits & (first < lengths))
+        waits = ~fits & ~np.bool_(last_level) & (first < lengths)
+        fed &= end >= 2
+        return Cuts(zeros, zeros.copy(), end, fed, waits, ~fed & ~waits & ~fits & (first < lengths))
     if mode == "segment":
         end = _segment_end(rows, input_len, window)
     else:
@@ -126,7 +130,8 @@ def level_cuts(rows: Rows, input_len: int, mode: str = "head", *, window: float 
         start = np.where(move, s, 0)
         end = np.where(move, e, end)
         fed = fed | move
-    return Cuts(head, start, end, fed, np.zeros(n, dtype=bool))
+    no = np.zeros(n, dtype=bool)
+    return Cuts(head, start, end, fed, no, no.copy())
 
 
 def apply_cut(row: dict[str, Any], head: int, start: int, end: int) -> dict[str, Any]:

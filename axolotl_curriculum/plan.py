@@ -4,6 +4,11 @@ Planned one optimizer step at a time, so a level switch is exact at a step bound
 decision (taken while training runs) can still reach the data. Every rank builds the identical
 global plan from (seed, epoch, the level of each step); sharding happens afterwards. Lengths are
 cut *before* packing, so packed rows of a short level hold more examples.
+
+The example order is a sequence of passes (a fresh permutation each). Every row a pass draws
+has exactly one outcome: fed (whole, cut or prompt-cut), skipped (no scored label left, or too
+long for the last level), or waiting (filter mode) until a level feeds or skips it. A row is
+never fed twice in one optimizer step: a second draw of it is held over to the next step.
 """
 
 from __future__ import annotations
@@ -28,7 +33,8 @@ class BatchPlan:
     (Axolotl's packer in the plugin). Not packed: a micro-batch is `batch_size` examples.
     budget "tokens" keeps tokens per step about constant (packed rows stay full; unpacked
     batches of a short level take more examples); "examples" keeps the examples per step (a
-    short level feeds fewer tokens).
+    short level feeds fewer tokens). When a level admits fewer rows than a step could hold, the
+    step holds each of them once and its micro-batches are smaller.
     """
 
     def __init__(self, rows: Rows, *, batch_size: int, seed: int, shuffle: bool = True,
@@ -50,7 +56,8 @@ class BatchPlan:
         trainable = rows.first_label < rows.lengths
         self._full_mean = float(rows.lengths[trainable].mean()) if trainable.any() else 1.0
 
-    def _order(self, epoch: int) -> Iterator[int]:
+    def order(self, epoch: int) -> Iterator[int]:
+        """The epoch's example order: pass after pass, each a permutation of the rows."""
         n = len(self.rows)
         for sweep in range(1 << 62):
             if self.shuffle:
@@ -58,121 +65,189 @@ class BatchPlan:
             else:
                 yield from range(n)
 
+    def examples_per_batch(self, cuts: Cuts) -> int:
+        """Unpacked: examples in one micro-batch at this level, under the budget."""
+        if self.budget == "tokens":  # as many tokens per batch as full-length examples bring
+            return max(1, int(self.batch_size * self._full_mean / cuts.lengths[cuts.fed].mean()))
+        return self.batch_size
+
+    def largest_batches(self, levels: list[Cuts]) -> list[tuple[int, int, int]]:
+        """(rows, tokens per row, longest example) of the largest micro-batches these levels
+        can feed: the shapes a pre-flight must fit. Packed: one shape. Unpacked: every level's
+        (examples per batch, longest cut example) that no other level's shape covers."""
+        levels = [c for c in levels if c.fed.any()]
+        longest = [int(c.lengths[c.fed].max()) for c in levels]
+        if self.packed:
+            return [(self.batch_size, self.capacity, min(max(longest), self.capacity))]
+        shapes = {(self.examples_per_batch(c), n, n) for c, n in zip(levels, longest)}
+        return sorted(s for s in shapes
+                      if not any(o != s and o[0] >= s[0] and o[1] >= s[1] for o in shapes))
+
     def epoch(self, epoch: int, n_batches: int, batches_per_step: int,
               cuts_for_step: Callable[[int], Cuts]) -> Iterator[tuple[dict, list]]:
         """Yield (step statistics, micro-batches) for each optimizer step of the epoch.
 
         `cuts_for_step(k)` is asked once per step k (0-based within the epoch), when that step
-        is planned, not before. Micro-batches hold `Spec`s (packed: a list of bins of them).
+        is planned, not before. Micro-batches hold `Spec`s (packed: a list of bins of them);
+        every one of them holds at least one example.
         """
-        stream = _Stream(self._order(epoch))
+        stream = _Stream(self.order(epoch), self.rows)
         emitted, step = 0, 0
         while emitted < n_batches:
             cuts = cuts_for_step(step)
-            if not cuts.fed.any():
-                raise ValueError("no example can be fed at this level; raise its input_len")
             count = min(batches_per_step, n_batches - emitted)
-            stream.stats = dict.fromkeys(("examples", "tokens", "tokens_cut", "skipped", "deferred"), 0)
+            if int(cuts.fed.sum()) < count:
+                raise ValueError(f"a level feeds {int(cuts.fed.sum())} examples, fewer than the "
+                                 f"{count} micro-batches of one optimizer step")
+            stream.begin_step(cuts)
             if self.packed:
                 batches = self._packed_step(stream, cuts, count)
             else:
                 batches = self._plain_step(stream, cuts, count)
-            stream.stats["waiting"] = len(stream.waiting)
-            yield stream.stats, batches
+            yield stream.end_step(), batches
             emitted += count
             step += 1
 
-    def _account(self, stream: "_Stream", rows: list[int], cuts: Cuts) -> None:
-        fed = cuts.lengths[rows]
-        stream.stats["examples"] += len(rows)
-        stream.stats["tokens"] += int(fed.sum())
-        stream.stats["tokens_cut"] += int((self.rows.lengths[rows] - fed).sum())
-
     def _plain_step(self, stream: "_Stream", cuts: Cuts, count: int) -> list[list[Spec]]:
-        size = self.batch_size
-        if self.budget == "tokens":  # as many tokens per batch as full-length examples bring
-            size = max(1, int(self.batch_size * self._full_mean / cuts.lengths[cuts.fed].mean()))
-        batches = []
-        for _ in range(count):
-            rows = [stream.next(cuts) for _ in range(size)]
-            self._account(stream, rows, cuts)
-            batches.append([cuts.spec(r) for r in rows])
-        return batches
+        rows = stream.draw(count * self.examples_per_batch(cuts))
+        stream.account(rows)
+        return [[cuts.spec(r) for r in part] for part in _split(rows, count)]
 
     def _packed_step(self, stream: "_Stream", cuts: Cuts, count: int) -> list[list[list[Spec]]]:
         n_bins = count * self.batch_size
         # budget examples: pack by full length (the examples a full-length step would hold)
         sizes = (np.minimum(self.rows.lengths, self.capacity) if self.budget == "examples"
                  else cuts.lengths)
-        cands = [r for r in stream.carry if stream.keep(r, cuts)]
-        stream.carry = []
+        cands = stream.draw(0)  # what earlier steps left over
+        # Rows left over twice go in first, so no row waits more than two steps.
+        overdue = [r for r in cands if stream.left_over.get(r, 0) >= 2]
+        cands = overdue + [r for r in cands if stream.left_over.get(r, 0) < 2]
+        held = len(overdue)
         # Twice the tokens the bins hold: first-fit-decreasing then has small pieces left to
         # fill the gaps (about as dense as Axolotl's whole-epoch packing); what is left over
-        # leads the next step, in order.
+        # leads the next step.
         target, limit = 2 * n_bins * self.capacity, 2 * n_bins * self.bin_size
         total = int(sizes[cands].sum()) if cands else 0
+        exhausted = False  # every row this level admits is in this step already
         while True:
-            while total < target and len(cands) < limit:
-                row = stream.next(cuts)
-                cands.append(row)
-                total += int(sizes[row])
-            eff = sizes[cands]
-            longest_first = np.argsort(-eff, kind="stable")
-            bins = [[int(longest_first[p]) for p in b]
-                    for b in self.pack(eff[longest_first], self.capacity, n_bins, self.bin_size)]
-            if len(bins) >= n_bins:
+            while total < target and len(cands) < limit and not exhausted:
+                more = stream.draw(1)
+                exhausted = not more
+                cands += more
+                total += int(sizes[more].sum())
+            new = np.asarray(cands[held:], dtype=np.int64)
+            order = (sorted(cands[:held], key=lambda r: -sizes[r])
+                     + new[np.argsort(-sizes[new], kind="stable")].tolist())
+            bins = [[order[p] for p in b]
+                    for b in self.pack(sizes[order], self.capacity, n_bins, self.bin_size)]
+            if len(bins) >= n_bins or exhausted:
                 break
             target, limit = target + self.capacity, limit + self.bin_size  # rare: draw more
         bins = bins[:n_bins]
-        placed = {pos for b in bins for pos in b}
-        stream.carry = [c for pos, c in enumerate(cands) if pos not in placed]
-        rows = [[cands[pos] for pos in b] for b in bins]
-        self._account(stream, [r for b in rows for r in b], cuts)
-        specs = [[cuts.spec(r) for r in b] for b in rows]
-        return [specs[i : i + self.batch_size] for i in range(0, n_bins, self.batch_size)]
+        while len(bins) < count:  # few rows admitted: every micro-batch still gets one
+            bins.sort(key=len)
+            bins.append([bins[-1].pop()])
+        placed = {r for b in bins for r in b}
+        stream.give_back([r for r in cands if r not in placed])
+        stream.account([r for b in bins for r in b])
+        return _split([[cuts.spec(r) for r in b] for b in bins], count)
+
+
+def _split(items: list, count: int) -> list[list]:
+    """`count` consecutive parts whose sizes differ by at most one."""
+    q, r = divmod(len(items), count)
+    edges = np.cumsum([0] + [q + (i < r) for i in range(count)])
+    return [items[edges[i]:edges[i + 1]] for i in range(count)]
+
+
+STEP_COUNTS = ("examples", "tokens", "tokens_cut", "cut", "prompt_cut", "skipped_no_label",
+               "skipped_too_long", "deferred")
 
 
 class _Stream:
-    """An epoch's rows in order, with rows waiting for a longer level (filter mode).
+    """An epoch's rows in order, with rows held over and rows waiting for a longer level.
 
-    A row waits once: met again in a later sweep while it still waits, it is not queued twice.
+    `held`: rows drawn but not fed yet (packing leftovers, second draws within a step); they
+    lead the next step. `waiting`: rows a filter level does not admit yet; a level that admits
+    them feeds them first; one that will never admit them skips them (counted).
     """
 
-    def __init__(self, order: Iterator[int]):
+    def __init__(self, order: Iterator[int], rows: Rows):
         self.order = order
-        self.carry: list[int] = []
+        self.rows = rows
+        self.held: list[int] = []
         self.waiting: dict[int, None] = {}  # insertion-ordered set
-        self.ready: deque[int] = deque()
-        self._ready_cuts: Cuts | None = None
+        self.in_step: set[int] = set()
+        self.left_over: dict[int, int] = {}  # packing: steps a held row was left out of
+        self.cuts: Cuts | None = None
         self.stats: dict = {}
 
-    def _refresh(self, cuts: Cuts) -> None:
-        if cuts is not self._ready_cuts:  # a new level: waiting rows it admits go first
-            self._ready_cuts = cuts
-            admitted = [r for r in self.waiting if cuts.fed[r]]
-            self.ready.extend(admitted)
-            for r in admitted:
+    def begin_step(self, cuts: Cuts) -> None:
+        self.stats = dict.fromkeys(STEP_COUNTS, 0)
+        self.in_step = set()
+        self.available = int(cuts.fed.sum())
+        if cuts is not self.cuts:  # a new level: settle what waited, re-check what was held
+            self.cuts = cuts
+            admitted = [r for r in self.waiting if not cuts.waits[r]]
+            for r in admitted:  # fed first, or skipped if this level will never feed it
                 del self.waiting[r]
+            self.held = [r for r in admitted + self.held if self._outcome(r)]
 
-    def next(self, cuts: Cuts) -> int:
-        self._refresh(cuts)
-        while self.ready:
-            row = self.ready.popleft()
-            if self.keep(row, cuts):
-                return row
-        for row in self.order:
-            if row not in self.waiting and self.keep(row, cuts):
-                return row
-        raise RuntimeError("example order ended")  # _order is endless
+    def end_step(self) -> dict:
+        self.stats["waiting"] = len(self.waiting)
+        return self.stats
 
-    def keep(self, row: int, cuts: Cuts) -> bool:
-        """Whether `row` is fed now; if not, it waits for a longer level or counts as skipped."""
+    def draw(self, n: int) -> list[int]:
+        """Up to `n` rows to feed now, none already in this step; held rows first.
+
+        n=0 takes just the held rows (that fit the step)."""
+        out, keep = [], []
+        for row in self.held:
+            if (n == 0 or len(out) < n) and row not in self.in_step:
+                self.in_step.add(row)
+                out.append(row)
+            else:
+                keep.append(row)
+        self.held = keep
+        while len(out) < n and len(self.in_step) < self.available:
+            row = next(self.order)
+            if row in self.waiting or not self._outcome(row):
+                continue
+            if row in self.in_step:
+                self.held.append(row)  # drawn again by the next pass: fed next step
+                continue
+            self.in_step.add(row)
+            out.append(row)
+        return out
+
+    def give_back(self, rows: list[int]) -> None:
+        """Rows drawn for this step but not placed: they lead the next step."""
+        self.in_step.difference_update(rows)
+        self.left_over = {r: self.left_over.get(r, 0) + 1 for r in rows}
+        self.held = rows + self.held
+
+    def account(self, rows: list[int]) -> None:
+        cuts = self.cuts
+        fed = cuts.lengths[rows]
+        full = self.rows.lengths[rows]
+        moved = (cuts.head[rows] > 0) | (cuts.start[rows] > 0)
+        self.stats["examples"] += len(rows)
+        self.stats["tokens"] += int(fed.sum())
+        self.stats["tokens_cut"] += int((full - fed).sum())
+        self.stats["prompt_cut"] += int(moved.sum())
+        self.stats["cut"] += int(((fed < full) & ~moved).sum())
+
+    def _outcome(self, row: int) -> bool:
+        """Whether `row` can be fed at this level; if not, it waits or is skipped (counted)."""
+        cuts = self.cuts
         if cuts.fed[row]:
             return True
         if cuts.waits[row]:
             if row not in self.waiting:
                 self.waiting[row] = None
                 self.stats["deferred"] += 1
+        elif cuts.too_long[row]:
+            self.stats["skipped_too_long"] += 1
         else:
-            self.stats["skipped"] += 1
+            self.stats["skipped_no_label"] += 1
         return False

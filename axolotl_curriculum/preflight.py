@@ -18,13 +18,16 @@ class PreflightError(RuntimeError):
     pass
 
 
-def full_length_batch(rows: int, tokens: int, vocab_size: int, device, packed: bool) -> dict:
-    """A micro-batch of the last level's shape: `rows` rows of `tokens` tokens, all trained."""
+def full_length_batch(rows: int, tokens: int, vocab_size: int, device, packed: bool,
+                      longest: int | None = None) -> dict:
+    """A micro-batch of the largest shape: `rows` rows of `tokens` tokens, all trained; packed
+    rows hold examples of `longest` tokens (position_ids restart for each, as Axolotl packs)."""
     generator = torch.Generator().manual_seed(0)
     ids = torch.randint(3, max(vocab_size, 4), (rows, tokens), generator=generator).to(device)
     batch = {"input_ids": ids, "labels": ids.clone()}
     if packed:
-        batch["position_ids"] = torch.arange(tokens, device=device).expand(rows, tokens).clone()
+        pos = torch.arange(tokens, device=device) % (longest or tokens)
+        batch["position_ids"] = pos.expand(rows, tokens).clone()
     else:
         batch["attention_mask"] = torch.ones_like(ids)
     return batch

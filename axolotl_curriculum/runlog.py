@@ -1,50 +1,86 @@
-"""The per-step run log: measured on the device every step, read to the host only when flushed."""
+"""The run log: `curriculum_log.jsonl` (a line per optimizer step and rank) and the summary.
+
+Per-step measurements stay device tensors until `flush()`, the only place that reads them (one
+transfer for all pending steps), so the training hot path never waits on the host. Every line
+is strict JSON (null, never NaN) and every word has one meaning: `tokens`, `max_example_len`,
+`micro_batches` and `loss` are what this rank was fed and computed; counts planned for the whole
+step (all ranks) are `global_*` fields of rank 0's line.
+"""
 
 from __future__ import annotations
 
 import json
-import os
+import math
 from pathlib import Path
 
 import torch
 
+LOG_FILE = "curriculum_log.jsonl"
+SUMMARY_FILE = "curriculum_summary.json"
+
+
+def strict(value):
+    """JSON without NaN/Infinity: non-finite floats become null."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: strict(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [strict(v) for v in value]
+    return value
+
+
+def dumps(value) -> str:
+    return json.dumps(strict(value), allow_nan=False)
+
+
+def read_lines(path: Path) -> list[dict]:
+    """The records of a JSONL file; a line cut short by a killed run is left out."""
+    records = []
+    for line in path.read_text().splitlines():
+        try:
+            records.append(json.loads(line))
+        except json.JSONDecodeError:
+            continue
+    return records
+
 
 class RunLog:
-    """Collects one record per optimizer step and appends them to a JSONL file shared by all ranks.
-
-    Micro-batch measurements stay device tensors until `flush()`, the only place that reads them
-    (one transfer for all pending steps), so the training hot path never waits on the host.
-    """
-
-    def __init__(self, path: str | os.PathLike, rank: int):
-        self.path = Path(path)
+    def __init__(self, output_dir: str | Path, rank: int):
+        self.path = Path(output_dir) / LOG_FILE
         self.rank = rank
-        self.host_reads = 0
         self._micro: list[torch.Tensor] = []
         self._pending: list[tuple[dict, torch.Tensor]] = []
 
     def start(self, resumed_at: int) -> None:
-        """Rank 0 drops records a resumed run will write again (a fresh run starts empty)."""
+        """Rank 0 drops lines a resumed run will write again (a fresh run starts empty)."""
         if self.rank != 0:
             return
         self.path.parent.mkdir(parents=True, exist_ok=True)
         kept = []
         if resumed_at > 0 and self.path.exists():
-            kept = [line for line in self.path.read_text().splitlines()
-                    if line and json.loads(line)["step"] <= resumed_at]
-        self.path.write_text("".join(line + "\n" for line in kept))
+            kept = [r for r in read_lines(self.path) if r.get("step", 0) <= resumed_at]
+        self.path.write_text("".join(dumps(r) + "\n" for r in kept))
 
     def add_micro_batch(self, measured: torch.Tensor) -> None:
+        """One micro-batch's device tensor [longest example, tokens, loss]."""
         self._micro.append(measured)
 
-    def end_step(self, extra: torch.Tensor, **fields) -> None:
-        """Close a step: its micro-batches' [longest, tokens] and `extra` = [loss, grad_norm]."""
-        if not self._micro:
-            return
-        stacked = torch.stack(self._micro).float()
+    @property
+    def device(self) -> torch.device | None:
+        return self._micro[0].device if self._micro else None
+
+    def end_step(self, grad_norm: torch.Tensor, **fields) -> torch.Tensor:
+        """Close a step: reduce its micro-batches on the device, keep the host fields.
+
+        Returns the step's device tensor [longest example, tokens, loss, grad norm]."""
+        stacked = torch.stack(self._micro)
+        fields["micro_batches"] = len(self._micro)
         self._micro = []
-        self._pending.append((fields, torch.cat([torch.stack([stacked[:, 0].max(),
-                                                              stacked[:, 1].sum()]), extra])))
+        values = torch.stack([stacked[:, 0].max(), stacked[:, 1].sum(), stacked[:, 2].sum(),
+                              grad_norm])
+        self._pending.append((fields, values))
+        return values
 
     def annotate(self, step: int, **fields) -> None:
         """Add host-side fields (a decision) to a pending step's record."""
@@ -61,7 +97,6 @@ class RunLog:
         if not self._pending:
             return []
         values = torch.stack([t for _, t in self._pending]).cpu().tolist()
-        self.host_reads += 1
         records = [
             {**fields, "rank": self.rank, "max_example_len": int(longest), "tokens": int(tokens),
              "loss": loss, "grad_norm": grad_norm}
@@ -69,5 +104,9 @@ class RunLog:
         ]
         self._pending = []
         with self.path.open("a") as f:
-            f.write("".join(json.dumps(r) + "\n" for r in records))
+            f.write("".join(dumps(r) + "\n" for r in records))
         return records
+
+    def write_summary(self, summary: dict) -> None:
+        if self.rank == 0:
+            (self.path.parent / SUMMARY_FILE).write_text(json.dumps(strict(summary), indent=1))

@@ -112,18 +112,19 @@ class Gate:
 
         if self.timeline.pending_after(last):
             return out("pending", "a switch is already on its way to the data")
+        if level < self.timeline.last_level and self.timeline.level_at(last + self.delay) != level:
+            return out("pending", "max_steps reached: the cap switches the level")
         early = self.stay.spike[: cfg.settle_steps]
-        if (cfg.backoff and level > 0 and level not in self.backed_off
+        back = self._level_below(level)
+        if (cfg.backoff and back is not None and level not in self.backed_off
                 and done <= cfg.settle_steps + cfg.check_every  # the first check after a switch
                 and sum(early) >= cfg.backoff_spikes):
             self.backed_off.append(level)
-            self.timeline.switch(last + self.delay, level - 1, cap=cfg.backoff_steps)
+            self.timeline.switch(last + self.delay, back, cap=cfg.backoff_steps)
             return out("backoff", f"{sum(early)} spikes in the {len(early)} steps after the switch;"
-                                  f" back to level {level - 1} for {cfg.backoff_steps} steps")
+                                  f" back to level {back} for {cfg.backoff_steps} steps")
         if level == self.timeline.last_level:
             return out("last_level", "the last level runs to the end")
-        if self.timeline.level_at(last + self.delay) != level:
-            return out("pending", "max_steps reached: the cap switches the level")
         if done < self.curriculum.min_steps(level):
             return out("hold", f"min_steps: {done} < {self.curriculum.min_steps(level)}")
         if stats["window"] < 3:
@@ -141,6 +142,11 @@ class Gate:
         return out("advance", f"settled: grad_cv {stats['grad_cv']:.3g}, spikes {stats['spikes']},"
                               f" loss_slope {stats['loss_slope']:.3g}; level {level + 1} from step"
                               f" {last + self.delay + 1}")
+
+    def _level_below(self, level: int) -> int | None:
+        """The nearest lower level in use (a level with max_steps 0 was switched off)."""
+        below = [k for k in range(level) if self.timeline.max_steps[k] != 0]
+        return below[-1] if below else None
 
     # -- checkpoints --------------------------------------------------------------------------
     def state_dict(self) -> dict:

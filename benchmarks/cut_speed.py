@@ -22,7 +22,8 @@ from datasets import Dataset
 from axolotl_curriculum.cut import level_cuts
 from axolotl_curriculum.plan import BatchPlan
 from axolotl_curriculum.plugin import axolotl_pack
-from axolotl_curriculum.trainer import CutDataset, row_stats
+from axolotl_curriculum.loader import CutDataset
+from axolotl_curriculum.rows import row_stats
 
 VOCAB, SEQ, ROWS, PER_STEP, INPUT_LEN = 32_000, 2048, 4, 8, 256
 

@@ -9,7 +9,7 @@ from transformers import AutoTokenizer
 
 from axolotl_curriculum.cut import DEFAULT_BOUNDARIES, apply_cut, level_cuts
 from axolotl_curriculum.demo import build_tokenizer, text
-from axolotl_curriculum.trainer import boundary_mask, row_stats
+from axolotl_curriculum.rows import boundary_mask, row_stats
 
 
 @pytest.fixture(scope="module", params=["tiny", "other"])

@@ -1,6 +1,7 @@
 """The real `axolotl train` CLI on a tiny llama: what each level actually fed the model."""
 
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -64,7 +65,7 @@ def test_lora_with_gradient_accumulation(axolotl_train):
                     # a gate that never passes: decisions are taken per optimizer step, caps rule
                     "sense_grad": {"check_every": 2, "min_steps": 2, "max_grad_cv": 1e-6}},
     )
-    assert "pre-flight at the last level (2 rows x 128 tokens) fits" in run.output
+    assert "pre-flight at the largest micro-batch (2 rows x 128 tokens) fits" in run.output
     recs = assert_levels_fed(run.rank(0), per_step_capacity=2 * 2 * 128)
     decided = [r for r in recs if "decision" in r]
     assert [r["step"] for r in decided] == list(range(2, 31, 2))  # optimizer steps, not micro-steps
@@ -94,21 +95,30 @@ def test_qlora_4bit_with_sense_grad(axolotl_train):
     assert measured and all(0 < r["grad_cv"] < 10 for r in measured)  # finite, from real norms
 
 
-def test_two_ranks_on_cpu_agree_on_every_step(axolotl_train):
-    run = axolotl_train(launcher_args=two_ranks(),
-                        env={"ACCELERATE_USE_CPU": "true"},
+def test_two_ranks_unpacked_token_budget_with_eval_over_epochs(axolotl_train):
+    """2 gloo ranks, no packing, `budget: tokens`: short levels take more examples per
+    micro-batch (accelerate used to drop those steps), eval on a set that does not divide
+    evenly (it could hang), and three epochs of 11 steps."""
+    run = axolotl_train(launcher_args=two_ranks(), env={"ACCELERATE_USE_CPU": "true"},
+                        sample_packing=False, micro_batch_size=8, gradient_accumulation_steps=2,
+                        val_set_size=0.1, eval_strategy="steps", eval_steps=10,
                         curriculum={"levels": [{"input_len": 32, "max_steps": 10},
                                                {"input_len": 64, "max_steps": 10},
-                                               {"input_len": 128}], "preflight": True})
-    assert "pre-flight at the last level (2 rows x 128 tokens) fits" in run.output
+                                               {"input_len": 128}],
+                                    "budget": "tokens", "preflight": True})
     r0, r1 = run.rank(0), run.rank(1)
-    assert_levels_fed(r0)
-    assert_levels_fed(r1)
+    for recs in (r0, r1):
+        assert_levels_fed(recs)  # measured on each rank: every level fed, none above its length
+        assert all(r["micro_batches"] == 2 for r in recs)
+        assert all(r["max_example_len"] == 32 for r in recs if r["level"] == 0)  # rows are longer
     assert [(r["step"], r["level"]) for r in r0] == [(r["step"], r["level"]) for r in r1]
-    # the ranks were fed different data (different packed rows at the full-length level)
-    assert [r["max_example_len"] for r in r0 if r["level"] == 2] != \
-        [r["max_example_len"] for r in r1 if r["level"] == 2]
-    assert "gather_len_batches: [" in run.output
+    # the token budget: a 32-token step holds about as many tokens as a full-length one
+    mean = lambda level: sum(r["tokens"] for r in r0 if r["level"] == level) / 10
+    assert mean(0) > 0.7 * mean(2)
+    assert r0[0]["global_examples"] > 2 * r0[-1]["global_examples"]
+    assert run.output.count("'eval_loss'") >= 3  # steps 10, 20, 30: no hang
+    assert re.search(r"'epoch': '?2\.\d", run.output)  # 360 rows / (8 x 2 x 2) = 11 steps per epoch
+    assert "pre-flight at the largest micro-batch" in run.output
 
 
 def test_bad_curriculum_fails_before_the_model_loads(axolotl_train):

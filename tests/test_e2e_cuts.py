@@ -1,5 +1,6 @@
 """Cut modes and budgets through the real `axolotl train`, on instruction data with odd rows."""
 
+import json
 import math
 
 import pytest
@@ -22,21 +23,26 @@ def alpaca(path, **overrides):
                 train_on_inputs=False, max_steps=24, excess_length_strategy="truncate", **overrides)
 
 
+COUNTS = ("global_examples", "global_tokens", "global_tokens_cut", "global_skipped_no_label",
+          "global_skipped_too_long", "global_deferred")
+
+
 def check_accounting(run, levels):
     recs = run.rank(0)
     assert [r["step"] for r in recs] == list(range(1, 25))
     for r in recs:
         assert math.isfinite(r["loss"]) and math.isfinite(r["grad_norm"]), r
         assert r["max_example_len"] <= r["input_len"]
-        assert r["examples"] > 0 and r["tokens"] > 0
-    summary = run.output[run.output.index("curriculum summary"):]
+        assert r["global_examples"] > 0 and r["tokens"] > 0
+        # one rank: the planned tokens are the measured ones (the batch holds nothing else)
+        assert r["global_tokens"] == r["tokens"], r
+    summary = json.loads((run.out / "curriculum_summary.json").read_text())
     for k, level in enumerate(levels):
         mine = [r for r in recs if r["level"] == k]
-        totals = {key: sum(r[key] for r in mine) for key in ("examples", "tokens_cut", "skipped", "deferred")}
-        line = next(l for l in summary.splitlines() if l.strip().startswith(f"{k} {level['input_len']} "))
-        fields = line.split()
-        assert int(fields[3]) == len(mine) and int(fields[4]) == totals["examples"], line
-        assert int(fields[6]) == totals["tokens_cut"] and int(fields[7]) == totals["skipped"], line
+        row = summary["levels"][k]
+        assert row["input_len"] == level["input_len"] and row["steps"] == len(mine)
+        assert all(row[key] == sum(r[key] for r in mine) for key in COUNTS), row
+    assert "curriculum summary" in run.output
     return recs
 
 
@@ -45,25 +51,29 @@ def test_segment_mode_with_prompt_cuts(axolotl_train, instructions):
                                                             "keep_prompt_head": 2})
     recs = check_accounting(run, LEVELS)
     assert all(r["truncation"] == "segment" for r in recs)
-    assert sum(r["tokens_cut"] for r in recs if r["level"] == 0) > 0
-    assert sum(r["skipped"] for r in recs) == 0  # prompts longer than a level are cut from the left
-    assert "'curriculum/tokens_cut'" in run.output  # accounting reaches the trainer's log line
+    assert sum(r["global_tokens_cut"] for r in recs if r["level"] == 0) > 0
+    assert sum(r["global_prompt_cut"] for r in recs if r["level"] == 0) > 0
+    # prompts longer than a level are cut from the left; only rows with no answer are skipped
+    assert sum(r["global_skipped_no_label"] for r in recs if r["level"] == 2) <= \
+        sum(r["global_skipped_no_label"] for r in recs if r["level"] == 0)
+    assert "'curriculum/global_tokens_cut'" in run.output  # accounting reaches the log line
 
 
 def test_filter_mode_defers_long_rows_until_a_level_admits_them(axolotl_train, instructions):
     levels = [{"input_len": 48, "max_steps": 8}, {"input_len": 80, "max_steps": 8}, {"input_len": 128}]
     run = axolotl_train(**alpaca(instructions), curriculum={"levels": levels, "truncation": "filter"})
     recs = check_accounting(run, levels)
-    assert all(r["tokens_cut"] == 0 for r in recs if r["level"] < 2)  # whole examples only
-    assert sum(r["deferred"] for r in recs if r["level"] == 0) > 0
-    waiting = [r["waiting"] for r in recs]
+    assert all(r["global_tokens_cut"] == 0 for r in recs if r["level"] < 2)  # whole examples only
+    assert sum(r["global_deferred"] for r in recs if r["level"] == 0) > 0
+    waiting = [r["global_waiting"] for r in recs]
     assert max(waiting) > 0 and waiting[-1] == 0  # the last level admits what waited
 
 
 def test_filter_level_that_admits_nothing_is_skipped(axolotl_train, instructions):
     levels = [{"input_len": 4, "max_steps": 8}, {"input_len": 64, "max_steps": 8}, {"input_len": 128}]
     run = axolotl_train(**alpaca(instructions), curriculum={"levels": levels, "truncation": "filter"})
-    assert "level 0 (input_len 4, filter) admits no example; skipping it" in run.output
+    assert "level 0 (input_len 4, filter) admits 0 examples, fewer than the 1 micro-batches of " \
+        "a step; skipping it" in run.output
     recs = run.rank(0)
     assert recs[0]["level"] == 1 and [r["step"] for r in recs] == list(range(1, 25))
 
@@ -76,6 +86,6 @@ def test_examples_budget_feeds_fewer_tokens_at_short_levels(axolotl_train, instr
     short_examples = [r["tokens"] for r in examples if r["level"] == 0]
     assert min(short_tokens) > 0.9 * 2 * 128  # packed rows stay full
     assert max(short_examples) < 0.5 * min(short_tokens)
-    ex0 = sum(r["examples"] for r in examples if r["level"] == 0) / 8
-    ex2 = sum(r["examples"] for r in examples if r["level"] == 2) / 8
+    ex0 = sum(r["global_examples"] for r in examples if r["level"] == 0) / 8
+    ex2 = sum(r["global_examples"] for r in examples if r["level"] == 2) / 8
     assert 0.5 < ex0 / ex2 < 2  # about as many examples per step as at full length

@@ -1,5 +1,6 @@
 """SENSE_GRAD through the real `axolotl train`: holds while turbulent, advances when settled."""
 
+import json
 import re
 import signal
 import subprocess
@@ -40,9 +41,6 @@ def test_holds_while_volatile_then_advances(axolotl_train):
     # the switch reaches the data exactly where the decision said, on every record
     announced = int(re.search(r"level 1 from step (\d+)", advance["reason"]).group(1))
     assert first_step_at(recs, 1) == announced < 41  # before max_steps would have forced it
-    # statistics are read on the host once per check and once per log line, not per step
-    reads = re.search(r"(\d+) host reads \((\d+) log, (\d+) sense_grad\)", run.output)
-    assert reads and int(reads.group(3)) == 80 // 5 and int(reads.group(2)) <= 80 // 10 + 1
     # the trainer's log line carries the gate's statistics
     assert "'curriculum/grad_cv'" in run.output
 
@@ -80,7 +78,8 @@ def test_resume_continues_the_level_and_refuses_a_changed_block(axolotl_train, t
                                                                 tiny_model, long_corpus):
     common = dict(lr_scheduler="constant", warmup_steps=0, save_strategy="steps", save_steps=15,
                   curriculum={"levels": RESUME_LEVELS, "sense_grad": RESUME_GATE})
-    full = axolotl_train(max_steps=30, **common).rank(0)
+    first = axolotl_train(max_steps=30, **common)
+    full, full_out = first.rank(0), first.out
 
     # The interrupted run: checkpoint at step 15 (level 1), then it dies at step 18.
     out = tmp_path / "interrupted"
@@ -103,16 +102,19 @@ def test_resume_continues_the_level_and_refuses_a_changed_block(axolotl_train, t
                                                    *RESUME_LEVELS[1:]], "sense_grad": RESUME_GATE}}
     proc = train(30, check=False, resume_from_checkpoint=resume, **changed)
     assert proc.returncode != 0
-    assert "checkpoint was trained with a different curriculum block" in proc.stdout + proc.stderr
+    assert "checkpoint was trained with other levels" in proc.stdout + proc.stderr
     assert "restart_on_resume: true" in proc.stdout + proc.stderr
 
-    train(30, resume_from_checkpoint=resume)
-    import json
+    summary_full = json.loads((full_out / "curriculum_summary.json").read_text())
+    # a setting that changes nothing fed (preflight) does not refuse the resume
+    train(30, resume_from_checkpoint=resume,
+          curriculum={**common["curriculum"], "preflight": False})
     resumed = sorted((json.loads(l) for l in log.read_text().splitlines()), key=lambda r: r["step"])
     assert [r["step"] for r in resumed] == list(range(1, 31)), "steps 16-18 are written once"
     assert resumed[15]["level"] == 1  # step 16 continues level 1
     for a, b in zip(full, resumed):
-        keys = ("step", "level", "input_len", "max_example_len", "tokens", "examples", "tokens_cut")
+        keys = ("step", "level", "input_len", "max_example_len", "tokens", "micro_batches",
+                "global_examples", "global_tokens_cut")
         assert [a[k] for k in keys] == [b[k] for k in keys]  # planned accounting too
         assert b["loss"] == pytest.approx(a["loss"], rel=1e-3)
     [adv_full] = decisions(full, "advance")
@@ -120,6 +122,9 @@ def test_resume_continues_the_level_and_refuses_a_changed_block(axolotl_train, t
     assert adv_full["step"] == adv_resumed["step"] == 20
     assert adv_full["steps_in_level"] == adv_resumed["steps_in_level"] == 10
     assert adv_full["reason"] == adv_resumed["reason"]
+    # the summary was checkpointed: it covers the whole run, not only the resumed part
+    summary = json.loads((out / "curriculum_summary.json").read_text())
+    assert summary["levels"] == summary_full["levels"]
 
     # The user may choose to start the levels over under the changed block.
     restart = {**changed, "curriculum": {**changed["curriculum"], "restart_on_resume": True}}

@@ -72,3 +72,37 @@ def test_state_round_trip():
     other.load(gate.state_dict())
     assert other.window_stats() == gate.window_stats()
     assert other.spikes.ema_grad == gate.spikes.ema_grad
+
+
+def three_level_gate(max_steps_1=100, **sense):
+    cur = Curriculum.model_validate({
+        "levels": [{"input_len": 8, "max_steps": 50}, {"input_len": 16, "max_steps": max_steps_1},
+                   {"input_len": 32}],
+        "sense_grad": {"window": 6, "settle_steps": 2, "min_steps": 2, "backoff": True,
+                       "backoff_spikes": 2, "backoff_steps": 4, **sense}})
+    timeline = Timeline(cur.input_lens, [lv.max_steps for lv in cur.levels])
+    return Gate(cur, timeline, delay=3), timeline
+
+
+def test_no_backoff_into_a_level_switched_off():
+    """A filter level admitting nothing has max_steps 0: a back-off must not feed it."""
+    gate, timeline = three_level_gate()
+    timeline.max_steps[0] = 0
+    gate.spikes.ema_grad, gate.spikes.ema_loss = 1.0, 2.0
+    feed(gate, 0, [5.0, 9.0, 1.0, 1.0])
+    assert timeline.level_at(0) == 1
+    decision = gate.decide(4)
+    assert decision.action != "backoff"
+    assert all(timeline.level_at(s) != 0 for s in range(200))
+
+
+def test_no_backoff_across_a_pending_cap_switch():
+    """Level 1's cap ends it within the switch delay: the cap wins, levels never go 2 then 0."""
+    gate, timeline = three_level_gate(max_steps_1=5)
+    timeline.switch(0, 1)
+    gate.spikes.ema_grad, gate.spikes.ema_loss = 1.0, 2.0
+    feed(gate, 0, [5.0, 9.0, 1.0, 1.0])
+    decision = gate.decide(4)
+    assert decision.action == "pending"
+    levels = [timeline.level_at(s) for s in range(12)]
+    assert levels == sorted(levels)  # never down after up

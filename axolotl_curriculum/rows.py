@@ -1,0 +1,75 @@
+"""Per-row statistics read straight from a tokenized dataset's Arrow buffers.
+
+Lengths, the first label the loss scores and (for segment cuts) the positions of boundary
+tokens, in a few vectorised passes: the planner never touches a row's tokens again.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .cut import NO_LABEL, Rows, first_scored_label
+
+
+def _flat(column) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(row starts, row lengths, values) of a list column, over all its Arrow chunks.
+
+    A chunk may be a slice of a larger array (`select`, `shard`, `train[50%:]`): its offsets
+    then start past 0 and its `.values` still hold the whole parent, so values are taken from
+    the first offset on.
+    """
+    starts, lengths, values, base = [], [], [], 0
+    for chunk in column.chunks:
+        offsets = np.asarray(chunk.offsets, dtype=np.int64)
+        first, last = int(offsets[0]), int(offsets[-1])
+        starts.append(offsets[:-1] - first + base)
+        lengths.append(np.diff(offsets))
+        values.append(chunk.values.slice(first, last - first).to_numpy(zero_copy_only=False))
+        base += last - first
+    if not starts:
+        return np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0, np.int64)
+    return np.concatenate(starts), np.concatenate(lengths), np.concatenate(values)
+
+
+def row_stats(dataset, is_boundary: np.ndarray | None = None) -> Rows:
+    """Lengths, first scored labels and (if asked) boundary positions of a `datasets.Dataset`.
+
+    Labels: `labels` (-100 = not scored), else TRL's `completion_mask`, else every token after
+    the first. An index mapping (`select`, `shuffle`, `filter` without flatten) is honoured.
+    """
+    table = dataset.data.table if hasattr(dataset.data, "table") else dataset.data
+    starts, lengths, ids = _flat(table.column("input_ids"))
+    if "labels" in table.column_names:
+        l_starts, _, labels = _flat(table.column("labels"))
+        first = first_scored_label(np.append(l_starts, len(labels)), labels)
+    elif "completion_mask" in table.column_names:  # TRL: 1 where the loss scores the token
+        m_starts, _, scored = _flat(table.column("completion_mask"))
+        first = first_scored_label(np.append(m_starts, len(scored)), np.where(scored == 1, 0, -100))
+    else:
+        first = np.where(lengths >= 2, 1, NO_LABEL)
+    boundaries = None
+    if is_boundary is not None:
+        boundaries = np.flatnonzero(is_boundary[np.clip(ids, 0, len(is_boundary) - 1)])
+    else:
+        starts = None
+    del ids
+    if getattr(dataset, "_indices", None) is not None:
+        idx = np.asarray(dataset._indices.column(0).to_numpy(), dtype=np.int64)
+        lengths, first = lengths[idx], first[idx]
+        starts = starts[idx] if starts is not None else None
+    return Rows(lengths, first, starts, boundaries)
+
+
+def boundary_mask(tokenizer, marks: list[str] | tuple[str, ...]) -> np.ndarray:
+    """Which token ids end a segment: their text ends with a mark, or they end a turn/sequence.
+
+    Decided once per run from the tokenizer's own vocabulary, so cutting never decodes text.
+    """
+    size = len(tokenizer)
+    texts = tokenizer.batch_decode([[i] for i in range(size)], skip_special_tokens=False)
+    mask = np.array([t.rstrip(" ").endswith(tuple(marks)) for t in texts], dtype=bool)
+    for token_id in (tokenizer.eos_token_id, *getattr(tokenizer, "all_special_ids", [])):
+        if token_id is not None and token_id not in (tokenizer.bos_token_id, tokenizer.pad_token_id,
+                                                     tokenizer.unk_token_id):
+            mask[token_id] = True
+    return mask

@@ -1,0 +1,289 @@
+"""One training run's curriculum, independent of any trainer: levels, data plan, gate, logs.
+
+A trainer adapter (`trainer.attach` for a transformers `Trainer`) or a hand-written loop drives
+it: build the train loader's sampler once, report each micro-batch and each optimizer step, and
+checkpoint `state_dict()`. Everything on the hot path stays on the device; the host reads
+statistics only when the gate checks (every `check_every` steps) or a log line is written.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Callable
+from typing import Any
+
+import torch
+
+from .batch_stats import measure_batch
+from .config import Curriculum
+from .cut import Cuts, Rows, level_cuts
+from .loader import LevelBatchSampler
+from .plan import STEP_COUNTS, BatchPlan
+from .runlog import RunLog
+from .schedule import Segment, Timeline
+from .sense_grad import Gate
+
+LOG = logging.getLogger("axolotl_curriculum")
+GATE_PREFETCH = 2  # per worker, with sense_grad: bounds how far the data runs ahead of decisions
+FLUSH_EVERY = 256  # steps; bounds the device-side buffer when logging is sparse
+# The part of the block that decides what is fed: a resume under other values would not replay
+# the same data. (preflight and restart_on_resume change nothing that was fed.)
+DATA_KEYS = ("levels", "sense_grad", "truncation", "segment_window", "boundaries", "prompt_cut",
+             "keep_prompt_head", "budget")
+
+
+def norm_scalar(grad_norm, device) -> torch.Tensor:
+    """The gradient norm as a plain 0-d float64 tensor on `device`, without a blocking copy.
+
+    Engines hand it over differently: DDP a tensor, DeepSpeed a float, FSDP2 a DTensor (stacking
+    that with plain tensors raises; a Partial one would be this rank's share), None without one.
+    A host float is filled in on the device (`torch.full`), never copied from the host.
+    """
+    if grad_norm is None:
+        return torch.full((), math.nan, dtype=torch.float64, device=device)
+    if hasattr(grad_norm, "full_tensor"):  # DTensor: whole and global, no collective if Replicate
+        grad_norm = grad_norm.full_tensor()
+    if isinstance(grad_norm, torch.Tensor):
+        return grad_norm.detach().to(device=device, dtype=torch.float64).reshape(())
+    return torch.full((), float(grad_norm), dtype=torch.float64, device=device)
+
+
+class CurriculumRun:
+    """The curriculum of one run on one rank.
+
+    `reduce_mean(tensor)`: the mean over ranks (accelerate's `reduce`); the gate decides on it,
+    so every rank takes the same decision. Steps are numbered as trainers do: `global_step` is
+    1-based and counts optimizer steps; the timeline and the sampler use `global_step - 1`.
+    """
+
+    def __init__(self, curriculum: Curriculum | dict, output_dir, *, rank: int = 0,
+                 world_size: int = 1, grad_accum: int = 1,
+                 reduce_mean: Callable[[torch.Tensor], torch.Tensor] | None = None,
+                 truncate_excess: bool = False, pad_token_id: int | None = None):
+        self.curriculum = Curriculum.model_validate(curriculum)
+        self.rank = rank
+        self.batches_per_step = world_size * grad_accum
+        self.grad_accum = grad_accum
+        self.reduce_mean = reduce_mean or (lambda t: t)
+        self.truncate_excess = truncate_excess
+        self.pad_token_id = pad_token_id
+        self.timeline = Timeline(self.curriculum.input_lens,
+                                 [level.max_steps for level in self.curriculum.levels])
+        self.log = RunLog(output_dir, rank)
+        self.rows: Rows | None = None
+        self.plan: BatchPlan | None = None
+        self.sampler: LevelBatchSampler | None = None
+        self.gate: Gate | None = None
+        self.totals: dict[int, dict] = {}
+        self._cuts: dict[int, Cuts] = {}
+        self._since_log: list[dict] = []
+        self._gate_pending: list[torch.Tensor] = []
+        self._grad_norm = None
+        self._level: int | None = None
+        self._decision_fields: dict[str, Any] = {}
+
+    @property
+    def sense_grad(self):
+        return self.curriculum.sense_grad
+
+    # -- data ---------------------------------------------------------------------------------
+    def cuts(self, level: int) -> Cuts:
+        if level not in self._cuts:
+            cur = self.curriculum
+            self._cuts[level] = level_cuts(
+                self.rows, cur.input_lens[level], cur.truncation_of(level),
+                window=cur.segment_window, prompt_cut=cur.prompt_cut,
+                keep_prompt_head=cur.keep_prompt_head, last_level=level == self.timeline.last_level,
+                truncate_excess=self.truncate_excess)
+        return self._cuts[level]
+
+    def levels_in_use(self) -> list[int]:
+        return [k for k, cap in enumerate(self.timeline.max_steps) if cap != 0]
+
+    def use_data(self, rows: Rows, plan: BatchPlan) -> None:
+        """Take the run's row statistics and plan; check every level can fill a step.
+
+        A step needs one example per micro-batch at least (`world_size x gradient accumulation`
+        of them), each fed once. A filter level below that is skipped (warned); any other level
+        is an error naming it.
+        """
+        self.rows, self.plan, self._cuts = rows, plan, {}
+        need = self.batches_per_step
+        for k, input_len in enumerate(self.curriculum.input_lens):
+            fed = int(self.cuts(k).fed.sum())
+            if fed >= need:
+                continue
+            if self.curriculum.truncation_of(k) == "filter" and k < self.timeline.last_level:
+                LOG.warning("curriculum: level %d (input_len %d, filter) admits %d examples, fewer "
+                            "than the %d micro-batches of a step; skipping it", k, input_len, fed, need)
+                self.timeline.max_steps[k] = 0
+                continue
+            raise ValueError(
+                f"curriculum.levels[{k}].input_len: {fed} examples keep a trainable token when cut "
+                f"to {input_len}, fewer than the {need} micro-batches of one optimizer step "
+                "(world size x gradient_accumulation_steps); raise input_len or add data")
+
+    def switch_delay(self, workers: int) -> int:
+        """Steps from a decision to the first step fed at the new level.
+
+        The loader's main process plans at most workers x prefetch micro-batches ahead, plus one
+        held by accelerate and one being fetched; a step needs gradient accumulation of them.
+        """
+        return 1 + math.ceil((workers * GATE_PREFETCH + 2) / self.grad_accum)
+
+    def make_sampler(self, n_batches: int, current_step: Callable[[], int],
+                     workers: int = 0) -> LevelBatchSampler:
+        """The train loader's batch sampler: `n_batches` global micro-batches per epoch (rounded
+        down to whole optimizer steps); `current_step()` is the trainer's 1-based global step."""
+        n_batches = max(self.batches_per_step, n_batches - n_batches % self.batches_per_step)
+        delay = None
+        if self.sense_grad is not None:
+            delay = self.switch_delay(workers)
+            self.gate = self.gate or Gate(self.curriculum, self.timeline, delay)
+        self.sampler = LevelBatchSampler(
+            self.plan, lambda step: self.cuts(self.timeline.level_at(step)), n_batches,
+            self.batches_per_step, current_step, delay)
+        return self.sampler
+
+    # -- observation (hot path: device tensors only) -------------------------------------------
+    def on_micro_batch(self, inputs, loss: torch.Tensor) -> None:
+        measured = measure_batch(inputs, self.pad_token_id).double()
+        self.log.add_micro_batch(torch.cat([measured, loss.detach().double().reshape(1)]))
+
+    def on_step_end(self, global_step: int, grad_norm=None) -> None:
+        """Close optimizer step `global_step` (1-based), after the optimizer stepped."""
+        step = global_step - 1
+        level = self.timeline.level_at(step)
+        input_len = self.timeline.input_lens[level]
+        if level != self._level and self.rank == 0:
+            LOG.info("curriculum: level %d (input_len %d) from step %d", level, input_len, global_step)
+        self._level = level
+        planned = self.sampler.planned.pop(step, {}) if self.sampler else {}
+        totals = self.totals.setdefault(level, {"steps": 0})
+        totals["steps"] += 1
+        for key, value in planned.items():
+            totals[key] = totals.get(key, 0) + value if key != "waiting" else value
+        fields = {"step": global_step, "level": level, "input_len": input_len,
+                  "truncation": self.curriculum.truncation_of(level)}
+        if self.rank == 0:
+            fields.update({f"global_{key}": value for key, value in planned.items()})
+        device = self.log.device
+        if device is None:
+            return
+        grad = norm_scalar(grad_norm, device)
+        values = self.log.end_step(grad, **fields)
+        if self.gate is not None:
+            self._gate_pending.append(values[[3, 2]])  # grad norm, loss
+            if global_step % self.sense_grad.check_every == 0:
+                self.check(global_step)
+        if self.log.pending >= FLUSH_EVERY:
+            self._since_log += self.log.flush()
+
+    # -- decisions (host reads, once per check) ---------------------------------------------------
+    def sync_gate(self, global_step: int) -> None:
+        """Read the pending per-step statistics, averaged over ranks, into the gate."""
+        if not self._gate_pending:
+            return
+        values = self.reduce_mean(torch.stack(self._gate_pending))
+        first = global_step - len(self._gate_pending)
+        for k, (grad, loss) in enumerate(values.cpu().tolist()):
+            self.gate.observe(first + k, grad, loss)
+        self._gate_pending = []
+
+    def check(self, global_step: int) -> None:
+        self.sync_gate(global_step)
+        decision = self.gate.decide(global_step)
+        fields = {"decision": decision.action, "reason": decision.reason, **decision.stats}
+        self.log.annotate(global_step, **fields)
+        self._decision_fields = fields
+        if self.rank == 0 and decision.action in ("advance", "backoff"):
+            LOG.info("curriculum: step %d: %s: %s", global_step, decision.action, decision.reason)
+
+    def metrics(self) -> dict[str, Any]:
+        """Values for the trainer's own log line (and so W&B/TensorBoard): this rank's measured
+        batches since the last line, and the planned global counts summed over those steps."""
+        records = self._since_log + self.log.flush()
+        self._since_log = []
+        if not records:
+            return {}
+        last = records[-1]
+        out = {
+            "curriculum/level": last["level"],
+            "curriculum/input_len": last["input_len"],
+            "curriculum/max_example_len": max(r["max_example_len"] for r in records),
+            "curriculum/tokens_per_step": sum(r["tokens"] for r in records) / len(records),
+        }
+        for key in STEP_COUNTS:
+            if f"global_{key}" in last:
+                out[f"curriculum/global_{key}"] = sum(r.get(f"global_{key}", 0) for r in records)
+        for key in ("grad_cv", "spikes", "loss_slope"):
+            if key in self._decision_fields:
+                out[f"curriculum/{key}"] = self._decision_fields[key]
+        return out
+
+    # -- summary and checkpoints -----------------------------------------------------------------
+    def summary(self) -> dict:
+        """Per level, the steps trained and what the plan fed in them, on all ranks together."""
+        levels = []
+        for k, input_len in enumerate(self.timeline.input_lens):
+            t = self.totals.get(k, {})
+            levels.append({"level": k, "input_len": input_len,
+                           "truncation": self.curriculum.truncation_of(k), "steps": t.get("steps", 0),
+                           **{f"global_{key}": t.get(key, 0) for key in (*STEP_COUNTS, "waiting")}})
+        return {"curriculum": self.curriculum.model_dump(mode="json"), "levels": levels,
+                "never_fits": sum(t.get("skipped_too_long", 0) for t in self.totals.values())}
+
+    def summary_text(self) -> str:
+        keys = ("steps", *(f"global_{k}" for k in (*STEP_COUNTS, "waiting")))
+        lines = ["curriculum summary (global_*: planned for all ranks together)",
+                 "  level input_len truncation " + " ".join(keys)]
+        for row in self.summary()["levels"]:
+            lines.append(f"  {row['level']} {row['input_len']} {row['truncation']} "
+                         + " ".join(str(row[key]) for key in keys))
+        return "\n".join(lines)
+
+    def finish(self) -> None:
+        self.log.flush()
+        self.log.write_summary(self.summary())
+        if self.rank == 0:
+            LOG.info(self.summary_text())
+
+    def state_dict(self, global_step: int) -> dict:
+        """What a checkpoint at `global_step` needs to continue the same run.
+
+        Pending gate statistics are read first (a collective: call it on every rank)."""
+        if self.gate is not None:
+            self.sync_gate(global_step)
+        return {"curriculum": self.curriculum.model_dump(mode="json"),
+                "timeline": self.timeline.to_dict(),
+                "gate": self.gate.state_dict() if self.gate else None,
+                "totals": {str(k): v for k, v in self.totals.items()}}
+
+    def load_state_dict(self, saved: dict | None, global_step: int) -> None:
+        """Continue where a checkpoint at `global_step` left off, or refuse a changed block."""
+        if saved is None:
+            LOG.warning("curriculum: no curriculum state in the checkpoint; the levels start "
+                        "over at step %d", global_step + 1)
+            self._restart_at(global_step)
+            return
+        now = self.curriculum.model_dump(mode="json")
+        changed = [key for key in DATA_KEYS if saved["curriculum"].get(key) != now.get(key)]
+        if changed:
+            if not self.curriculum.restart_on_resume:
+                raise ValueError(
+                    f"curriculum: the checkpoint was trained with other {', '.join(changed)}; "
+                    "restore them, or set curriculum.restart_on_resume: true to start the levels "
+                    f"over from step {global_step + 1}")
+            LOG.warning("curriculum: changed %s; the levels start over at step %d",
+                        ", ".join(changed), global_step + 1)
+            self._restart_at(global_step)
+            return
+        self.timeline.load(saved["timeline"])
+        self.totals = {int(k): v for k, v in saved.get("totals", {}).items()}
+        if self.gate is not None and saved["gate"] is not None:
+            self.gate.load(saved["gate"])
+
+    def _restart_at(self, global_step: int) -> None:
+        # steps already trained replay (to be skipped) at the last level; level 0 starts now
+        self.timeline.segments = [Segment(0, self.timeline.last_level), Segment(global_step, 0)]

@@ -1,0 +1,307 @@
+"""The data path's invariants (docs/design.md), over random configurations.
+
+Every configuration runs the real pieces: Arrow row statistics of a real `datasets.Dataset`
+(sliced, sharded or index-mapped), the run's level checks, the loader's batch sampler with
+Axolotl's packer, and accelerate's own `BatchSamplerShard` for every process index. What was fed
+is read from the micro-batches each rank receives; the order's draws are recorded from outside.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+
+import numpy as np
+import pytest
+from accelerate.data_loader import BatchSamplerShard
+from datasets import Dataset
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from axolotl_curriculum.plan import BatchPlan
+from axolotl_curriculum.plugin import axolotl_pack
+from axolotl_curriculum.rows import row_stats
+from axolotl_curriculum.run import CurriculumRun
+from axolotl_curriculum.schedule import Segment
+
+VOCAB = 40
+CAPACITY = 160
+SETTINGS = settings(max_examples=150, deadline=None, derandomize=True,
+                    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+
+
+# -- a dataset and its slow, row-by-row reference ---------------------------------------------
+
+@st.composite
+def datasets_(draw):
+    n = draw(st.integers(4, 300))
+    seed = draw(st.integers(0, 2**16))
+    rng = np.random.default_rng(seed)
+    long_tail = draw(st.booleans())
+    lengths = (np.minimum(rng.pareto(1.2, n) * 20 + 1, 150) if long_tail
+               else rng.integers(0, 150, n)).astype(int)
+    rows = []
+    for length in lengths:
+        prompt = int(rng.integers(0, length + 1)) if rng.random() < 0.6 else 0
+        labels = [-100] * prompt + rng.integers(0, VOCAB, length - prompt).tolist()
+        if rng.random() < 0.05:  # a row with no trainable token at all
+            labels = [-100] * length
+        rows.append({"input_ids": rng.integers(0, VOCAB, length).tolist(), "labels": labels})
+    dataset = Dataset.from_list(rows)
+    view = draw(st.sampled_from(["whole", "slice", "shard", "indices", "skip"]))
+    if view == "slice" and n > 2:
+        dataset = dataset.select(range(n // 3, n))  # contiguous: a sliced Arrow table
+    elif view == "shard":
+        dataset = dataset.shard(2, 1, contiguous=True)
+    elif view == "indices":
+        dataset = dataset.select(rng.permutation(n)[: max(4, n // 2)].tolist())  # index mapping
+    elif view == "skip" and n > 2:
+        dataset = dataset.skip(n // 4)
+    return dataset, seed
+
+
+def reference_rows(dataset, is_boundary):
+    """Per row, by reading `dataset[i]`: length, first scored label position, boundaries."""
+    out = []
+    for i in range(len(dataset)):
+        row = dataset[i]
+        scored = [p for p, label in enumerate(row["labels"]) if label != -100 and p > 0]
+        out.append((len(row["input_ids"]), scored[0] if scored else None,
+                    [p for p, t in enumerate(row["input_ids"]) if is_boundary[t]]))
+    return out
+
+
+@SETTINGS
+@given(datasets_())
+def test_row_statistics_equal_a_row_by_row_reference(data):
+    dataset, seed = data
+    is_boundary = np.random.default_rng(seed).random(VOCAB) < 0.2
+    rows = row_stats(dataset, is_boundary)
+    for i, (length, first, bounds) in enumerate(reference_rows(dataset, is_boundary)):
+        assert rows.lengths[i] == length
+        assert (rows.first_label[i] if rows.first_label[i] < length else None) == first
+        lo, hi = np.searchsorted(rows.boundaries, [rows.starts[i], rows.starts[i] + length])
+        assert (rows.boundaries[lo:hi] - rows.starts[i]).tolist() == bounds
+
+
+# -- a training configuration -----------------------------------------------------------------
+
+@st.composite
+def configs(draw):
+    dataset, seed = draw(datasets_())
+    n_levels = draw(st.integers(1, 4))
+    lens = sorted(draw(st.lists(st.integers(2, CAPACITY), min_size=n_levels, max_size=n_levels,
+                                unique=True)))
+    modes = ["head", "segment", "filter"]
+    levels = [{"input_len": n, "max_steps": draw(st.integers(1, 8)),
+               "truncation": draw(st.sampled_from(modes))} for n in lens]
+    del levels[-1]["max_steps"]
+    block = {"levels": levels, "prompt_cut": draw(st.sampled_from(["left", "none"])),
+             "keep_prompt_head": draw(st.integers(0, 3)),
+             "budget": draw(st.sampled_from(["tokens", "examples"]))}
+    world, accum = draw(st.integers(1, 4)), draw(st.integers(1, 4))
+    packed = draw(st.booleans())
+    batch_size = draw(st.integers(1, 3))
+    steps_per_epoch = draw(st.integers(1, 12))
+    # decisions a gate could have taken: an advance, or a back-off for a few steps
+    switches = draw(st.lists(st.tuples(st.integers(1, 30), st.integers(0, n_levels - 1),
+                                       st.one_of(st.none(), st.integers(1, 5))), max_size=3))
+    return dict(dataset=dataset, seed=seed, block=block, world=world, accum=accum, packed=packed,
+                batch_size=batch_size, steps_per_epoch=steps_per_epoch, epochs=draw(st.integers(1, 2)),
+                switches=sorted(switches), truncate=draw(st.booleans()),
+                shuffle=draw(st.booleans()))
+
+
+class Recorder:
+    """Wraps the plan's example order from outside and counts every row it hands out."""
+
+    def __init__(self, plan):
+        self.draws = Counter()
+        self.on = False
+        order = plan.order
+
+        def recorded(epoch):
+            for row in order(epoch):
+                self.draws[row] += self.on
+                yield row
+
+        plan.order = recorded
+
+
+def build(cfg):
+    dataset = cfg["dataset"]
+    is_boundary = np.random.default_rng(cfg["seed"]).random(VOCAB) < 0.2
+    rows = row_stats(dataset, is_boundary)
+    run = CurriculumRun(cfg["block"], "/nonexistent", world_size=cfg["world"],
+                        grad_accum=cfg["accum"], truncate_excess=cfg["truncate"])
+    if cfg["packed"]:
+        plan = BatchPlan(rows, batch_size=cfg["batch_size"], seed=cfg["seed"], capacity=CAPACITY,
+                         bin_size=200, pack=axolotl_pack, budget=cfg["block"]["budget"],
+                         shuffle=cfg["shuffle"])
+    else:
+        plan = BatchPlan(rows, batch_size=cfg["batch_size"], seed=cfg["seed"],
+                         budget=cfg["block"]["budget"], shuffle=cfg["shuffle"])
+    try:
+        run.use_data(rows, plan)
+    except ValueError as err:  # a level that cannot fill one step: refused before training
+        assert "fewer than the" in str(err) and "micro-batches" in str(err)
+        return None
+    for start, level, cap in cfg["switches"]:
+        if run.timeline.max_steps[level] != 0 and start >= run.timeline.segments[-1].start:
+            run.timeline.switch(start, level, cap)
+    return run
+
+
+def fed_length(spec):
+    _, head, start, end = spec
+    return head + end - start
+
+
+def has_scored_label(labels, spec):
+    _, head, start, end = spec
+    kept = labels[:head] + labels[start:end]
+    return any(label != -100 for label in kept[1:])
+
+
+@SETTINGS
+@given(configs())
+def test_every_configuration_keeps_the_invariants(cfg):
+    run = build(cfg)
+    if run is None:
+        return
+    world, per_step = cfg["world"], cfg["world"] * cfg["accum"]
+    step_now = [0]
+    sampler = run.make_sampler(cfg["steps_per_epoch"] * per_step + per_step - 1, lambda: step_now[0])
+    recorder = Recorder(run.plan)
+    dataset, rows = cfg["dataset"], run.rows
+    labels = dataset["labels"]
+    largest = run.plan.largest_batches([run.cuts(k) for k in run.levels_in_use()])
+    feeds = Counter()
+    for epoch in range(cfg["epochs"]):
+        step_now[0] = epoch * sampler.steps_per_epoch
+        recorder.on = True
+        global_batches = list(sampler)
+        recorder.on = False
+        # sharded with accelerate's class, for every process index
+        shards = [list(BatchSamplerShard(sampler, world, p, even_batches=False)) for p in range(world)]
+        assert len(global_batches) == sampler.n_batches
+        for p, mine in enumerate(shards):
+            assert len(mine) == len(global_batches) // world  # same count on every rank
+            assert mine == global_batches[p::world]  # nothing dropped, nothing moved
+        for k in range(sampler.steps_per_epoch):
+            step = epoch * sampler.steps_per_epoch + k
+            level = run.timeline.level_at(step)
+            cuts, input_len = run.cuts(level), run.curriculum.input_lens[level]
+            mode = run.curriculum.truncation_of(level)
+            batches = global_batches[k * per_step:(k + 1) * per_step]
+            specs = [s for b in batches for s in (sum(b, []) if run.plan.packed else b)]
+            assert all(batches), "every micro-batch holds an example"
+            rows_in_step = [s[0] for s in specs]
+            assert len(rows_in_step) == len(set(rows_in_step)), "an example fed twice in a step"
+            for spec in specs:
+                assert 2 <= fed_length(spec) <= input_len
+                assert has_scored_label(labels[spec[0]], spec)
+                if mode == "filter" and not (level == run.timeline.last_level and cfg["truncate"]):
+                    assert spec[1:] == (0, 0, rows.lengths[spec[0]]), "filter feeds whole rows"
+            for b in batches:  # within the pre-flighted shapes
+                if run.plan.packed:
+                    assert len(b) <= run.plan.batch_size
+                    assert all(sum(fed_length(s) for s in bin_) <= CAPACITY for bin_ in b)
+                else:
+                    longest = max(fed_length(s) for s in b)
+                    assert any(len(b) <= r and longest <= t for r, t, _ in largest)
+            stats = sampler.planned.pop(step)
+            lengths = [fed_length(s) for s in specs]
+            assert stats["examples"] == len(specs)
+            assert stats["tokens"] == sum(lengths)
+            assert stats["tokens_cut"] == sum(int(rows.lengths[s[0]]) - n for s, n in zip(specs, lengths))
+            assert stats["prompt_cut"] == sum(1 for s in specs if s[1] or s[2])
+            feeds.update(rows_in_step)
+        # every row fed was drawn from the order at least as often (no copies made up)
+        assert all(feeds[r] <= recorder.draws[r] for r in feeds)
+    # repeats only across passes: rows every level in use feeds drift apart by at most a pass
+    always = np.logical_and.reduce([run.cuts(k).fed for k in run.levels_in_use()])
+    if cfg["epochs"] == 1 and always.any() and not any(
+            run.curriculum.truncation_of(k) == "filter" for k in run.levels_in_use()):
+        counts = [feeds[r] for r in np.flatnonzero(always)]
+        assert max(counts) - min(counts) <= 2
+        # a draw not yet fed waits in the held-over rows (at most two steps)
+        assert all(recorder.draws[r] - feeds[r] <= 2 for r in np.flatnonzero(always))
+
+
+@SETTINGS
+@given(configs(), st.integers(0, 40))
+def test_a_resumed_loader_replays_the_same_steps(cfg, resume_at):
+    """HF resumes mid-epoch by iterating the epoch again and skipping the trained batches."""
+    first, second = build(cfg), build(cfg)
+    if first is None:
+        return
+    per_step = cfg["world"] * cfg["accum"]
+    n_batches = cfg["steps_per_epoch"] * per_step
+    resume_at %= cfg["steps_per_epoch"] * cfg["epochs"]
+    step_a = [0]
+    a = first.make_sampler(n_batches, lambda: step_a[0])
+    epoch = resume_at // a.steps_per_epoch
+    step_a[0] = epoch * a.steps_per_epoch
+    whole = list(a)
+    second.timeline.load(first.timeline.to_dict())  # as the checkpoint stores it
+    b = second.make_sampler(n_batches, lambda: resume_at)
+    skipped = (resume_at - epoch * b.steps_per_epoch) * per_step
+    assert list(b)[skipped:] == whole[skipped:]
+    assert set(b.planned) == set(range(resume_at, (epoch + 1) * b.steps_per_epoch))
+    assert all(b.planned[s] == a.planned[s] for s in b.planned)
+
+
+# -- filter mode: waiting rows are fed or counted as never fitting ------------------------------
+
+def test_filter_rows_that_never_fit_are_counted():
+    rng = np.random.default_rng(0)
+    lengths = rng.integers(4, 120, 300)
+    dataset = Dataset.from_list([{"input_ids": [1] * n, "labels": [1] * n} for n in lengths])
+    run = CurriculumRun({"levels": [{"input_len": 32, "max_steps": 3}, {"input_len": 64}],
+                         "truncation": "filter"}, "/nonexistent")
+    rows = row_stats(dataset)
+    run.use_data(rows, BatchPlan(rows, batch_size=4, seed=0, budget="examples"))
+    sampler = run.make_sampler(200, lambda: 0)
+    fed = Counter(s[0] for b in sampler for s in b)
+    stats = [sampler.planned[k] for k in range(200)]
+    too_long = set(np.flatnonzero(lengths > 64).tolist())
+    assert not too_long & set(fed)
+    # every pass meets each too-long row once: counted each time, at the level that rejects it
+    assert sum(s["skipped_too_long"] for s in stats) >= len(too_long)
+    assert sum(s["skipped_too_long"] for s in stats[:3]) == 0  # level 0 lets them wait
+    assert stats[-1]["waiting"] == 0
+    assert set(fed) == set(range(300)) - too_long  # every other row was fed
+
+
+def test_a_step_larger_than_the_admitted_rows_feeds_each_once():
+    """A filter level admitting few rows: the step is smaller, never doubled (was: 3 copies)."""
+    lengths = np.array([10] * 5 + [100] * 200)
+    dataset = Dataset.from_list([{"input_ids": [1] * n, "labels": [1] * n} for n in lengths])
+    run = CurriculumRun({"levels": [{"input_len": 16, "max_steps": 4}, {"input_len": 128}],
+                         "truncation": "filter"}, "/nonexistent", world_size=2, grad_accum=2)
+    rows = row_stats(dataset)
+    run.use_data(rows, BatchPlan(rows, batch_size=2, seed=0, capacity=128, bin_size=200,
+                                 pack=axolotl_pack))
+    sampler = run.make_sampler(40, lambda: 0)
+    batches = list(sampler)
+    for k in range(4):
+        fed = [s[0] for b in batches[4 * k:4 * k + 4] for bin_ in b for s in bin_]
+        assert sorted(fed) == [0, 1, 2, 3, 4]  # all five, once each, over the 4 micro-batches
+
+
+def test_a_level_smaller_than_a_step_is_refused_or_skipped():
+    lengths = np.array([10] * 3 + [100] * 50)
+    dataset = Dataset.from_list([{"input_ids": [1] * n, "labels": [1] * n} for n in lengths])
+    rows = row_stats(dataset)
+    for mode, skipped in (("filter", True), ("head", False)):
+        block = {"levels": [{"input_len": 16, "max_steps": 4}, {"input_len": 128}],
+                 "truncation": mode, "prompt_cut": "none"}
+        run = CurriculumRun(block, "/nonexistent", world_size=4)
+        if skipped:
+            run.use_data(rows, BatchPlan(rows, batch_size=1, seed=0))
+            assert run.levels_in_use() == [1]
+        else:
+            dataset2 = Dataset.from_list([{"input_ids": [1] * 20, "labels": [-100] * 18 + [1, 1]}] * 3)
+            rows2 = row_stats(dataset2)
+            with pytest.raises(ValueError, match=r"curriculum.levels\[0\].input_len: 0 examples"):
+                run.use_data(rows2, BatchPlan(rows2, batch_size=1, seed=0))
