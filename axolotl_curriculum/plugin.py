@@ -55,4 +55,5 @@ class CurriculumPlugin(BasePlugin):
 
             attach(trainer, Curriculum.model_validate(cfg.curriculum), pack=axolotl_pack,
                    resume_dir=resume_dir,
-                   truncate_excess=cfg.excess_length_strategy == "truncate")
+                   truncate_excess=cfg.excess_length_strategy == "truncate",
+                   sequence_len=cfg.sequence_len)

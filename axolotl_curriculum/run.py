@@ -68,8 +68,8 @@ class CurriculumRun:
         self.reduce_mean = reduce_mean or (lambda t: t)
         self.truncate_excess = truncate_excess
         self.pad_token_id = pad_token_id
-        self.timeline = Timeline(self.curriculum.input_lens,
-                                 [level.max_steps for level in self.curriculum.levels])
+        # `levels: auto` has no ladder until the data and the run's steps are known (use_data)
+        self.timeline = None if self.curriculum.is_auto else self._timeline()
         self.log = RunLog(output_dir, rank)
         self.rows: Rows | None = None
         self.plan: BatchPlan | None = None
@@ -87,6 +87,10 @@ class CurriculumRun:
     def sense_grad(self):
         return self.curriculum.sense_grad
 
+    def _timeline(self) -> Timeline:
+        return Timeline(self.curriculum.input_lens,
+                        [level.max_steps for level in self.curriculum.levels])
+
     # -- data ---------------------------------------------------------------------------------
     def cuts(self, level: int) -> Cuts:
         if level not in self._cuts:
@@ -101,14 +105,26 @@ class CurriculumRun:
     def levels_in_use(self) -> list[int]:
         return [k for k, cap in enumerate(self.timeline.max_steps) if cap != 0]
 
-    def use_data(self, rows: Rows, plan: BatchPlan) -> None:
+    def use_data(self, rows: Rows, plan: BatchPlan, *, sequence_len: int | None = None,
+                 total_steps: int | None = None) -> None:
         """Take the run's row statistics and plan; check every level can fill a step.
 
-        A step needs one example per micro-batch at least (`world_size x gradient accumulation`
-        of them), each fed once. A filter level below that is skipped (warned); any other level
-        is an error naming it.
+        `levels: auto` is resolved here, from the rows that train, `sequence_len` (default: the
+        longest row) and the run's `total_steps`. A step needs one example per micro-batch at
+        least (`world_size x gradient accumulation` of them), each fed once. A filter level
+        below that is skipped (warned); any other level is an error naming it.
         """
         self.rows, self.plan, self._cuts = rows, plan, {}
+        if self.curriculum.is_auto:
+            from .auto import as_yaml, resolve
+
+            trains = rows.lengths[rows.first_label < rows.lengths]
+            self.curriculum = resolve(self.curriculum, trains,
+                                      sequence_len or int(rows.lengths.max(initial=2)),
+                                      total_steps or 1)
+            self.timeline = self._timeline()
+            if self.rank == 0:
+                LOG.info("curriculum: levels: auto chose\n%s", as_yaml(self.curriculum))
         need = self.batches_per_step
         for k, input_len in enumerate(self.curriculum.input_lens):
             fed = int(self.cuts(k).fed.sum())

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 from collections.abc import Callable
 from functools import partial
 from pathlib import Path
@@ -34,7 +35,8 @@ def _packed(args) -> bool:
     return bool(getattr(args, "sample_packing", False)) and not getattr(args, "pretraining", False)
 
 
-def train_dataloader(trainer, run: CurriculumRun, pack: Packer | None) -> DataLoader:
+def train_dataloader(trainer, run: CurriculumRun, pack: Packer | None,
+                     sequence_len: int | None = None) -> DataLoader:
     """The trainer's train loader, planned by the curriculum; its length is the trainer's own
     batch count (Axolotl's multipack count when packed), so max_steps, epochs and the LR
     schedule stay as the trainer computes them."""
@@ -69,7 +71,11 @@ def train_dataloader(trainer, run: CurriculumRun, pack: Packer | None) -> DataLo
         plan = BatchPlan(rows, batch_size=trainer._train_batch_size, seed=seed, shuffle=shuffle,
                          budget=budget)
         n_batches = len(dataset) // trainer._train_batch_size
-    run.use_data(rows, plan)
+    per_step = run.batches_per_step
+    steps_per_epoch = max(1, n_batches // per_step)
+    total_steps = (args.max_steps if args.max_steps > 0
+                   else math.ceil(args.num_train_epochs * steps_per_epoch))
+    run.use_data(rows, plan, sequence_len=sequence_len, total_steps=total_steps)
     workers = args.dataloader_num_workers
     sampler = run.make_sampler(n_batches, lambda: trainer.state.global_step, workers)
     from transformers.trainer_utils import seed_worker
@@ -143,12 +149,13 @@ def default_resume_dir(args, state) -> Path:
 
 def attach(trainer, curriculum: Curriculum | dict, pack: Packer | None = None,
            resume_dir: Callable[[Any, Any], Path | None] = default_resume_dir,
-           truncate_excess: bool = False) -> CurriculumRun:
+           truncate_excess: bool = False, sequence_len: int | None = None) -> CurriculumRun:
     """Give `trainer` the curriculum: its train dataloader, batch measurements and log metrics.
 
     `curriculum`: the `curriculum:` block, as a `Curriculum` or the plain dict of its YAML.
     `truncate_excess`: in filter mode, rows longer than the last level are head-cut (Axolotl's
-    `excess_length_strategy: truncate`) instead of skipped.
+    `excess_length_strategy: truncate`) instead of skipped. `sequence_len`: the longest row
+    trained on, for `levels: auto` (default: the dataset's longest row).
     """
     curriculum = Curriculum.model_validate(curriculum)
     args = trainer.args
@@ -165,7 +172,7 @@ def attach(trainer, curriculum: Curriculum | dict, pack: Packer | None = None,
         reduce_mean=lambda t: trainer.accelerator.reduce(t, reduction="mean"),
         truncate_excess=truncate_excess, pad_token_id=getattr(tokenizer, "pad_token_id", None))
     callback = CurriculumCallback(trainer, run, resume_dir)
-    trainer.get_train_dataloader = lambda: train_dataloader(trainer, run, pack)
+    trainer.get_train_dataloader = lambda: train_dataloader(trainer, run, pack, sequence_len)
 
     training_step = trainer.training_step
 
