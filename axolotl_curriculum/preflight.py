@@ -1,6 +1,7 @@
 """Pre-flight: one forward and backward at the last level's full shape, before training.
 
-Short early levels hide an out-of-memory error until the last level, hours in, and fragment the
+Short early levels hide an out-of-memory error until the last level (or, unpacked with a token
+budget, until a short level's wide micro-batch), hours in, and fragment the
 allocator on the way (Composer pre-runs full length for the same reason). Running the largest
 micro-batch first makes a job that cannot fit fail in its first minute, and reserves the memory.
 """
@@ -45,8 +46,9 @@ def preflight(model: torch.nn.Module, batch: dict, backward: Callable[[torch.Ten
                 mark in str(err).lower() for mark in OOM_MARKS):
             raise
         raise PreflightError(
-            f"curriculum pre-flight: one micro-batch at the last level ({describe}) does not fit "
-            "in memory; lower micro_batch_size or sequence_len, or enable gradient_checkpointing "
+            f"curriculum pre-flight: the largest micro-batch the curriculum feeds ({describe}) "
+            "does not fit in memory; lower micro_batch_size or sequence_len, or enable "
+            "gradient_checkpointing "
             f"(set curriculum.preflight: false to skip this check). Cause: {err}") from err
     finally:
         model.zero_grad(set_to_none=True)

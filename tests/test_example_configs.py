@@ -27,8 +27,3 @@ def test_example_config_validates(path, monkeypatch):
     assert curriculum.input_lens[-1] == out.sequence_len
     assert "axolotl_curriculum.CurriculumPlugin" in out.plugins
 
-
-def test_there_are_example_configs_for_each_engine():
-    names = " ".join(p.name for p in CONFIGS)
-    for engine in ("lora", "qlora", "zero2", "zero3", "fsdp"):
-        assert engine in names

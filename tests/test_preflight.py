@@ -35,6 +35,6 @@ def test_full_length_that_does_not_fit_fails_clearly(tiny_model):
     proc = subprocess.run([sys.executable, "-c", CHILD, str(tiny_model)], capture_output=True,
                           text=True, timeout=300)
     assert proc.returncode == 3, proc.stdout[-2000:] + proc.stderr[-2000:]
-    assert "curriculum pre-flight: one micro-batch at the last level (64 rows x 65536 tokens)" \
-        " does not fit in memory" in proc.stdout
+    assert "curriculum pre-flight: the largest micro-batch the curriculum feeds (64 rows x 65536 " \
+        "tokens) does not fit in memory" in proc.stdout
     assert "lower micro_batch_size or sequence_len" in proc.stdout
