@@ -46,10 +46,15 @@ class LevelBatchSampler(BatchSampler):
     `batch_size` is None: accelerate's shard then yields every group of micro-batches instead
     of dropping those of another size. What each planned step holds (examples, tokens cut, ...)
     is kept in `planned` by 0-based global step until the run log takes it.
+
+    After a resume, `current_step()` is past the epoch's start: the epoch is planned from its
+    start again (the same stream) and its trained steps are replayed for the trainer to skip
+    (transformers does), or not yielded at all with `skip_trained` (a hand-written loop).
     """
 
     def __init__(self, plan: BatchPlan, cuts_at: Callable[[int], Cuts], n_batches: int,
-                 batches_per_step: int, current_step: Callable[[], int], delay: int | None = None):
+                 batches_per_step: int, current_step: Callable[[], int], delay: int | None = None,
+                 skip_trained: bool = False):
         self.plan = plan
         self.cuts_at = cuts_at
         self.n_batches = n_batches
@@ -57,6 +62,7 @@ class LevelBatchSampler(BatchSampler):
         self.steps_per_epoch = n_batches // batches_per_step
         self.current_step = current_step
         self.delay = delay
+        self.skip_trained = skip_trained
         self.planned: dict[int, dict] = {}
         self.batch_size = None
         self.drop_last = True
@@ -71,9 +77,12 @@ class LevelBatchSampler(BatchSampler):
         first = epoch * self.steps_per_epoch
         steps = self.plan.epoch(epoch, self.n_batches, self.batches_per_step,
                                 lambda k: self.cuts_at(self._checked(first + k)))
+        resumed_at = self.current_step()
         for k, (stats, batches) in enumerate(steps):
-            if first + k >= self.current_step():  # not a step a resume replays to skip it
+            if first + k >= resumed_at:  # not a step a resume replays to skip it
                 self.planned[first + k] = stats
+            elif self.skip_trained:
+                continue
             yield from batches
 
     def _checked(self, step: int) -> int:

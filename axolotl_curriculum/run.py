@@ -13,13 +13,17 @@ import math
 from collections.abc import Callable
 from typing import Any
 
+import numpy as np
 import torch
+from torch.utils.data import DataLoader
 
 from .batch_stats import measure_batch
 from .config import Curriculum
 from .cut import Cuts, Rows, level_cuts
-from .loader import LevelBatchSampler
-from .plan import STEP_COUNTS, BatchPlan
+from .cut import DEFAULT_BOUNDARIES
+from .loader import LevelBatchSampler, make_loader, shard
+from .plan import STEP_COUNTS, BatchPlan, Packer
+from .rows import boundary_mask, row_stats
 from .runlog import RunLog
 from .schedule import Segment, Timeline
 from .sense_grad import Gate
@@ -82,6 +86,7 @@ class CurriculumRun:
         self._grad_norm = None
         self._level: int | None = None
         self._decision_fields: dict[str, Any] = {}
+        self.global_step = 0  # optimizer steps finished (after a resume: the checkpoint's)
 
     @property
     def sense_grad(self):
@@ -148,10 +153,11 @@ class CurriculumRun:
         """
         return 1 + math.ceil((workers * GATE_PREFETCH + 2) / self.grad_accum)
 
-    def make_sampler(self, n_batches: int, current_step: Callable[[], int],
-                     workers: int = 0) -> LevelBatchSampler:
+    def make_sampler(self, n_batches: int, current_step: Callable[[], int] | None = None,
+                     workers: int = 0, skip_trained: bool = False) -> LevelBatchSampler:
         """The train loader's batch sampler: `n_batches` global micro-batches per epoch (rounded
-        down to whole optimizer steps); `current_step()` is the trainer's 1-based global step."""
+        down to whole optimizer steps); `current_step()`: optimizer steps finished (default:
+        the steps this run was told of, `global_step`)."""
         n_batches = max(self.batches_per_step, n_batches - n_batches % self.batches_per_step)
         delay = None
         if self.sense_grad is not None:
@@ -159,8 +165,47 @@ class CurriculumRun:
             self.gate = self.gate or Gate(self.curriculum, self.timeline, delay)
         self.sampler = LevelBatchSampler(
             self.plan, lambda step: self.cuts(self.timeline.level_at(step)), n_batches,
-            self.batches_per_step, current_step, delay)
+            self.batches_per_step, current_step or (lambda: self.global_step), delay, skip_trained)
         return self.sampler
+
+    def train_loader(self, dataset, collate_fn, batch_size: int, *, seed: int = 0,
+                     shuffle: bool = True, accelerator=None, tokenizer=None,
+                     sequence_len: int | None = None, epochs: float = 1, max_steps: int = 0,
+                     pack: Packer | None = None, capacity: int | None = None,
+                     bin_size: int | None = None, n_batches: int | None = None,
+                     num_workers: int = 0, skip_trained: bool = True,
+                     current_step: Callable[[], int] | None = None, **loader_args) -> DataLoader:
+        """The curriculum's train loader over a tokenized map-style dataset (`input_ids`,
+        optional `labels`), for a trainer adapter or a hand-written loop.
+
+        Unpacked: micro-batches of `batch_size` examples (more at short levels under
+        `budget: tokens`). Packed (`pack`, e.g. Axolotl's packer, with `capacity` tokens per
+        row): `batch_size` rows per micro-batch. `n_batches`: global micro-batches per epoch
+        (default: one pass at full length). With an `accelerator` the loader is sharded with
+        accelerate's own classes; `tokenizer` is needed for segment cuts. After
+        `load_state_dict`, the first epoch starts at the checkpoint's step (`skip_trained`;
+        a trainer that skips replayed batches itself passes False and its `current_step`).
+        """
+        cur = self.curriculum
+        modes = [cur.truncation] if cur.is_auto else [cur.truncation_of(k) for k in range(len(cur.levels))]
+        mask = (boundary_mask(tokenizer, cur.boundaries or DEFAULT_BOUNDARIES)
+                if "segment" in modes else None)
+        rows = row_stats(dataset, mask)
+        budget = cur.budget_for(pack is not None)
+        plan = BatchPlan(rows, batch_size=batch_size, seed=seed, shuffle=shuffle,
+                         capacity=capacity, bin_size=bin_size, pack=pack, budget=budget)
+        if n_batches is None:
+            per_batch = batch_size * (capacity if pack is not None else 1)
+            units = int(np.minimum(rows.lengths, capacity).sum()) if pack is not None else len(rows)
+            n_batches = max(1, units // per_batch)
+        steps_per_epoch = max(1, n_batches // self.batches_per_step)
+        total_steps = max_steps if max_steps > 0 else math.ceil(epochs * steps_per_epoch)
+        self.use_data(rows, plan, sequence_len=sequence_len, total_steps=total_steps)
+        sampler = self.make_sampler(n_batches, current_step, num_workers, skip_trained)
+        if self.sense_grad is not None and num_workers:
+            loader_args["prefetch_factor"] = GATE_PREFETCH
+        loader = make_loader(dataset, sampler, collate_fn, num_workers=num_workers, **loader_args)
+        return shard(loader, accelerator) if accelerator is not None else loader
 
     # -- observation (hot path: device tensors only) -------------------------------------------
     def on_micro_batch(self, inputs, loss: torch.Tensor) -> None:
@@ -169,6 +214,7 @@ class CurriculumRun:
 
     def on_step_end(self, global_step: int, grad_norm=None) -> None:
         """Close optimizer step `global_step` (1-based), after the optimizer stepped."""
+        self.global_step = global_step
         step = global_step - 1
         level = self.timeline.level_at(step)
         input_len = self.timeline.input_lens[level]
@@ -277,7 +323,10 @@ class CurriculumRun:
                 "totals": {str(k): v for k, v in self.totals.items()}}
 
     def load_state_dict(self, saved: dict | None, global_step: int) -> None:
-        """Continue where a checkpoint at `global_step` left off, or refuse a changed block."""
+        """Continue where a checkpoint at `global_step` left off, or refuse a changed block.
+
+        Call it after the train loader is built (the loader resolves `levels: auto`)."""
+        self.global_step = global_step
         if saved is None:
             LOG.warning("curriculum: no curriculum state in the checkpoint; the levels start "
                         "over at step %d", global_step + 1)

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 from collections.abc import Callable
 from functools import partial
 from pathlib import Path
@@ -20,12 +19,10 @@ from torch.utils.data import DataLoader, SequentialSampler
 from transformers import TrainerCallback
 
 from .config import Curriculum
-from .cut import DEFAULT_BOUNDARIES
-from .loader import make_loader, shard
-from .plan import BatchPlan, Packer
+from .plan import Packer
 from .preflight import full_length_batch, preflight
-from .rows import boundary_mask, row_stats
-from .run import GATE_PREFETCH, CurriculumRun
+from .projection import write_run_plan
+from .run import CurriculumRun
 
 LOG = logging.getLogger("axolotl_curriculum")
 STATE_FILE = "curriculum_state.json"
@@ -51,42 +48,26 @@ def train_dataloader(trainer, run: CurriculumRun, pack: Packer | None,
     if (packed and getattr(args, "sample_packing_drop_attention_mask", False)
             and {"position_ids", "attention_mask"} <= set(dataset.column_names)):
         dataset = dataset.remove_columns(["attention_mask"])
-
-    cur = run.curriculum
-    uses_segments = any(cur.truncation_of(k) == "segment" for k in range(len(cur.levels)))
-    tokenizer = getattr(trainer, "processing_class", None) or getattr(trainer, "tokenizer", None)
-    mask = boundary_mask(tokenizer, cur.boundaries or DEFAULT_BOUNDARIES) if uses_segments else None
-    rows = row_stats(dataset, mask)
-    shuffle = not isinstance(getattr(base, "sampler", base), SequentialSampler)
-    seed = args.data_seed if getattr(args, "data_seed", None) is not None else args.seed
-    budget = cur.budget_for(packed)
     if packed:
         if pack is None:
             raise ValueError("sample packing needs a packer (the Axolotl plugin passes its own)")
-        plan = BatchPlan(rows, batch_size=base.batch_size, seed=seed, shuffle=shuffle,
-                         capacity=base.batch_max_len, bin_size=base.bin_size, pack=pack,
-                         budget=budget)
-        n_batches = len(base)
+        shape = dict(batch_size=base.batch_size, pack=pack, capacity=base.batch_max_len,
+                     bin_size=base.bin_size, n_batches=len(base))
     else:
-        plan = BatchPlan(rows, batch_size=trainer._train_batch_size, seed=seed, shuffle=shuffle,
-                         budget=budget)
-        n_batches = len(dataset) // trainer._train_batch_size
-    per_step = run.batches_per_step
-    steps_per_epoch = max(1, n_batches // per_step)
-    total_steps = (args.max_steps if args.max_steps > 0
-                   else math.ceil(args.num_train_epochs * steps_per_epoch))
-    run.use_data(rows, plan, sequence_len=sequence_len, total_steps=total_steps)
+        shape = dict(batch_size=trainer._train_batch_size)
     workers = args.dataloader_num_workers
-    sampler = run.make_sampler(n_batches, lambda: trainer.state.global_step, workers)
     from transformers.trainer_utils import seed_worker
 
-    loader = make_loader(
-        dataset, sampler, trainer.data_collator, num_workers=workers,
-        prefetch_factor=GATE_PREFETCH if run.sense_grad else args.dataloader_prefetch_factor,
-        pin_memory=args.dataloader_pin_memory,
+    return run.train_loader(
+        dataset, trainer.data_collator, **shape, accelerator=trainer.accelerator,
+        seed=args.data_seed if getattr(args, "data_seed", None) is not None else args.seed,
+        shuffle=not isinstance(getattr(base, "sampler", base), SequentialSampler),
+        tokenizer=getattr(trainer, "processing_class", None) or getattr(trainer, "tokenizer", None),
+        sequence_len=sequence_len, epochs=args.num_train_epochs, max_steps=args.max_steps,
+        current_step=lambda: trainer.state.global_step, skip_trained=False, num_workers=workers,
+        prefetch_factor=args.dataloader_prefetch_factor, pin_memory=args.dataloader_pin_memory,
         persistent_workers=args.dataloader_persistent_workers,
         worker_init_fn=partial(seed_worker, num_workers=workers, rank=args.process_index))
-    return shard(loader, trainer.accelerator)
 
 
 def run_preflight(trainer, run: CurriculumRun) -> None:
