@@ -21,6 +21,7 @@ from .auto import as_yaml, resolve
 from .cli import BadInput
 from .config import Curriculum
 from .projection import format_table, project
+from .rows import boundary_mask, row_stats
 
 LOCAL_TYPES = {"json", "jsonl", "csv", "parquet", "text", "arrow"}
 LOCAL_SUFFIXES = {".json", ".jsonl", ".csv", ".parquet", ".arrow", ".txt"}
@@ -132,11 +133,6 @@ def plan(config: str | os.PathLike, out: str | os.PathLike | None = None,
             raise BadInput(f"config {config}: {_first_line(exc)}") from None
     cfg, meta = load(config)
     from .plugin import axolotl_pack
-
-    try:  # the data path's new home after the trainer split
-        from .rows import boundary_mask, row_stats
-    except ImportError:
-        from .trainer import boundary_mask, row_stats
 
     block = _plain(cfg.curriculum) if cfg.curriculum else None
     curriculum = Curriculum.model_validate(block or {"levels": "auto"})

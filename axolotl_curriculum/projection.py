@@ -3,10 +3,17 @@
 Pure (numpy and the package's pure modules): the cuts come from `cut.level_cuts` and the steps
 from `plan.BatchPlan`, the same code training runs, driven over the run's steps with the same
 seed, so a step-scheduled run feeds what this projects. Compute comes from `flops.py`.
+Training writes the same projection of its own run to `curriculum_plan.json` (`write_run_plan`),
+which `report` puts beside what was fed.
 """
 
 from __future__ import annotations
 
+import json
+import logging
+import math
+import time
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -14,30 +21,21 @@ import numpy as np
 from .config import Curriculum
 from .cut import Cuts, Rows, level_cuts
 from .flops import train_flops
-from .plan import BatchPlan, Packer
+from .plan import STEP_COUNTS, BatchPlan, Packer
 from .schedule import Timeline
 
-# Per level, summed over its steps: the words of the training log (curriculum_log.jsonl).
-TOTALS = ("examples", "tokens", "tokens_cut", "prompt_cut", "skipped_no_label",
-          "skipped_too_long", "deferred")
+# Per level, summed over its steps: the plan's step counts, which the training log writes as
+# rank 0's `global_<key>` fields (curriculum_log.jsonl) and the summary sums per level.
+TOTALS = STEP_COUNTS
+LOG = logging.getLogger("axolotl_curriculum")
+PLAN_FILE = "curriculum_plan.json"  # written by training (rank 0) for `report`
 SAMPLE_STEPS = 2000  # steps simulated per level at most; beyond, the level's mean step counts
 
 
-def _too_long(rows: Rows, cuts: Cuts, input_len: int, filter_last: bool) -> np.ndarray:
-    """Rows skipped for their length (filter's last level without truncate), not their labels."""
-    too_long = getattr(cuts, "too_long", None)
-    if too_long is not None:
-        return too_long
-    if not filter_last:  # cut.py before its outcome split: only filter skips for length
-        return np.zeros(len(rows), dtype=bool)
-    trains = rows.first_label < rows.lengths
-    return ~cuts.fed & ~cuts.waits & trains & (rows.lengths > input_len)
-
-
-def _outcomes(rows: Rows, cuts: Cuts, input_len: int, filter_last: bool) -> dict[str, int]:
+def _outcomes(rows: Rows, cuts: Cuts) -> dict[str, int]:
     """What the level does to every row of the data (once each, order aside)."""
     moved = (cuts.head > 0) | (cuts.start > 0)
-    too_long = _too_long(rows, cuts, input_len, filter_last)
+    too_long = cuts.too_long
     fed_tokens = cuts.lengths[cuts.fed]
     return {
         "rows_whole": int((cuts.fed & (cuts.lengths >= rows.lengths)).sum()),
@@ -51,35 +49,22 @@ def _outcomes(rows: Rows, cuts: Cuts, input_len: int, filter_last: bool) -> dict
     }
 
 
-def _step_counts(stats: dict, batches: list, packed: bool, too_long_share: float) -> dict:
-    """One planned step's counts in the log's words, whichever plan.py counters exist."""
+def _step_counts(stats: dict, batches: list, packed: bool) -> dict:
+    """One planned step's counts (plan.STEP_COUNTS and the waiting gauge) and fed lengths."""
     specs = [s for b in batches for s in (sum(b, []) if packed else b)]
-    out = {k: int(stats.get(k, 0)) for k in ("examples", "tokens", "tokens_cut", "deferred")}
-    out["prompt_cut"] = int(stats["prompt_cut"]) if "prompt_cut" in stats else sum(
-        1 for s in specs if s[1] or s[2])
-    if "skipped_no_label" in stats:
-        out["skipped_no_label"] = int(stats["skipped_no_label"])
-        out["skipped_too_long"] = int(stats.get("skipped_too_long", 0))
-    else:  # plan.py with one `skipped` count: split it as the level's rows split
-        skipped = int(stats.get("skipped", 0))
-        out["skipped_too_long"] = int(round(skipped * too_long_share))
-        out["skipped_no_label"] = skipped - out["skipped_too_long"]
-    out["waiting"] = int(stats.get("waiting", 0))
+    out = {key: int(stats[key]) for key in (*STEP_COUNTS, "waiting")}
     out["fed_lengths"] = [s[1] + s[3] - s[2] for s in specs]
     return out
 
 
 def _simulate(plan: BatchPlan, level_of: list[int], per_step: int, steps_per_epoch: int,
-              cuts: list[Cuts], too_long: list[np.ndarray], sample: int,
-              model_config: Any) -> tuple[dict, bool]:
+              cuts: list[Cuts], sample: int, model_config: Any) -> tuple[dict, bool]:
     """Drive the plan over the run's steps as the loader does, epoch by epoch.
 
     A level simulated for `sample` steps is left (its remaining steps are projected from their
     mean) and the plan restarts at the next level's first step with a fresh order.
     """
     acc = {k: {key: 0 for key in (*TOTALS, "steps", "flops")} for k in range(len(cuts))}
-    shares = [float(long.sum() / max((~c.fed & ~c.waits).sum(), 1))
-              for c, long in zip(cuts, too_long)]
     last_waiting: dict[int, int] = {}
     total, step, restarts, exact = len(level_of), 0, 0, True
     while step < total:
@@ -97,7 +82,7 @@ def _simulate(plan: BatchPlan, level_of: list[int], per_step: int, steps_per_epo
                 exact = False
                 step = next((t for t in range(s, total) if acc[level_of[t]]["steps"] < sample), total)
                 break
-            counts = _step_counts(stats, batches, plan.packed, shares[level])
+            counts = _step_counts(stats, batches, plan.packed)
             a = acc[level]
             for key in TOTALS:
                 a[key] += counts[key]
@@ -137,17 +122,20 @@ def project(rows: Rows, curriculum: Curriculum, *, batch_size: int, world_size: 
                        last_level=k == last, truncate_excess=truncate_excess)
             for k, L in enumerate(cur.input_lens)]
     timeline = Timeline(cur.input_lens, [level.max_steps for level in cur.levels])
-    for k, c in enumerate(cuts):  # as the trainer: an empty filter level is skipped
-        if c.fed.any():
+    for k, c in enumerate(cuts):  # as run.use_data: a filter level that cannot fill a step
+        fed = int(c.fed.sum())  # (one example per micro-batch) is skipped, any other is an error
+        if fed >= per_step:
             continue
         if cur.truncation_of(k) == "filter" and k < last:
             timeline.max_steps[k] = 0
             continue
-        raise ValueError(f"curriculum.levels[{k}].input_len: no example keeps a trainable token "
-                         f"when cut to {cur.input_lens[k]}; raise it")
+        if not fed:
+            raise ValueError(f"curriculum.levels[{k}].input_len: no example keeps a trainable "
+                             f"token when cut to {cur.input_lens[k]}; raise it")
+        raise ValueError(f"curriculum.levels[{k}].input_len: {fed} examples keep a trainable "
+                         f"token when cut to {cur.input_lens[k]}, fewer than the {per_step} "
+                         "micro-batches of one optimizer step; raise input_len or add data")
     level_of = [timeline.level_at(s) for s in range(total_steps)]
-    filter_last = [k == last and cur.truncation_of(k) == "filter" for k in range(n_levels)]
-    too_long = [_too_long(rows, c, L, f) for c, L, f in zip(cuts, cur.input_lens, filter_last)]
 
     def new_plan() -> BatchPlan:
         return BatchPlan(rows, batch_size=batch_size, seed=seed, shuffle=shuffle,
@@ -155,16 +143,15 @@ def project(rows: Rows, curriculum: Curriculum, *, batch_size: int, world_size: 
                          pack=pack if packed else None, budget=budget)
 
     spe = steps_per_epoch or max(total_steps, 1)
-    acc, exact = _simulate(new_plan(), level_of, per_step, spe, cuts, too_long, sample_steps,
-                           model_config)
+    acc, exact = _simulate(new_plan(), level_of, per_step, spe, cuts, sample_steps, model_config)
     # full length: what the same steps feed without a curriculum
     full_len = int(max(rows.lengths.max(initial=2), cur.input_lens[-1]))
     full = [level_cuts(rows, full_len, "head", prompt_cut=cur.prompt_cut,
                        keep_prompt_head=cur.keep_prompt_head, last_level=True,
                        truncate_excess=truncate_excess)]
     ref_steps = min(total_steps, sample_steps)
-    ref, _ = _simulate(new_plan(), [0] * ref_steps, per_step, spe, full,
-                       [np.zeros(len(rows), dtype=bool)], sample_steps, model_config)
+    ref, _ = _simulate(new_plan(), [0] * ref_steps, per_step, spe, full, sample_steps,
+                       model_config)
     ref = ref[0]
     full_step_flops = ref["flops"] / max(ref["steps"], 1)
     full_token_flops = ref["flops"] / max(ref["tokens"], 1)
@@ -175,7 +162,7 @@ def project(rows: Rows, curriculum: Curriculum, *, batch_size: int, world_size: 
         a = acc[k]
         steps = level_of.count(k)
         scale = steps / a["steps"] if a["steps"] else 0.0
-        out = _outcomes(rows, cuts[k], level.input_len, filter_last[k])
+        out = _outcomes(rows, cuts[k])
         per = {key: (a[key] / a["steps"] if a["steps"] else 0.0)
                for key in ("examples", "tokens", "tokens_cut")}
         step_flops = a["flops"] / a["steps"] if a["steps"] else 0.0
@@ -217,6 +204,47 @@ def project(rows: Rows, curriculum: Curriculum, *, batch_size: int, world_size: 
                      "world_size": world_size, "grad_accum": grad_accum, "seed": seed,
                      "steps_per_epoch": spe, "sense_grad": cur.sense_grad is not None},
     }
+
+
+def project_run(run: Any, *, max_steps: int, epochs: float, model_config: Any) -> dict[str, Any]:
+    """`project` for a training run, with its own rows, plan settings and resolved curriculum.
+
+    `run`: a `run.CurriculumRun` whose train loader is built (its `rows`, `plan`, `sampler`,
+    resolved `curriculum`); `max_steps` and `epochs` as given to the trainer, sized into total
+    steps as `CurriculumRun.train_loader` sizes them.
+    """
+    steps_per_epoch = run.sampler.steps_per_epoch
+    total_steps = max_steps if max_steps > 0 else math.ceil(epochs * steps_per_epoch)
+    plan = run.plan
+    projection = project(
+        run.rows, run.curriculum, batch_size=plan.batch_size,
+        world_size=run.batches_per_step // run.grad_accum, grad_accum=run.grad_accum,
+        packed=plan.packed, capacity=plan.capacity, bin_size=plan.bin_size, seed=plan.seed,
+        shuffle=plan.shuffle, pack=plan.pack, total_steps=total_steps,
+        truncate_excess=run.truncate_excess, model_config=model_config,
+        steps_per_epoch=steps_per_epoch)
+    projection["curriculum"] = run.curriculum.model_dump(mode="json", exclude_none=True)
+    return projection
+
+
+def write_run_plan(run: Any, output_dir, **kwargs) -> Path | None:
+    """Write `<output_dir>/curriculum_plan.json` (`project_run(run, **kwargs)`) for `report`.
+
+    Called once at the start of training, on rank 0. A failure is logged and never stops the
+    run: the plan is for reading afterwards, not for training.
+    """
+    started = time.perf_counter()
+    path = Path(output_dir) / PLAN_FILE
+    try:
+        projection = project_run(run, **kwargs)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(projection, indent=2) + "\n")
+    except Exception as exc:  # noqa: BLE001 - never fail training over the plan
+        LOG.warning("curriculum: %s not written: %s: %s", PLAN_FILE, type(exc).__name__, exc)
+        return None
+    LOG.info("curriculum: projected plan written to %s (%.2f s)", path,
+             time.perf_counter() - started)
+    return path
 
 
 def _share(n: int, total: int) -> str:

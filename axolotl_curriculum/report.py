@@ -16,8 +16,9 @@ from pathlib import Path
 LOG = "curriculum_log.jsonl"
 SENSE_DEFAULTS = {"max_grad_cv": 0.3, "max_spikes": 0, "max_loss_slope": 0.001}
 STATS = ("grad_cv", "spikes", "loss_slope")
-# rank 0's planned counts per step, summed per level (waiting is a gauge: its value at the end)
-COUNTS = ("examples", "tokens", "tokens_cut", "prompt_cut", "skipped_no_label",
+# rank 0's planned counts per step (`global_<key>`, plan.STEP_COUNTS), summed per level;
+# waiting is a gauge: its value at the level's last step
+COUNTS = ("examples", "tokens", "tokens_cut", "cut", "prompt_cut", "skipped_no_label",
           "skipped_too_long", "deferred")
 
 
@@ -227,12 +228,13 @@ def fed_per_level(run: Run) -> dict[int, dict]:
 
 
 def check_summary(run: Run) -> None:
-    """Note where the summary's per-level steps or examples differ from the log's sums."""
+    """Note where the summary's per-level steps or `global_*` counts differ from the log's sums."""
     fed = fed_per_level(run)
     for lv in (run.summary or {}).get("levels") or []:
         logged = fed.get(lv.get("level"), {})
-        differ = [f"{key} {lv[key]} (log: {logged.get(key)})" for key in ("steps", "examples")
-                  if lv.get(key) is not None and lv[key] != logged.get(key, 0)]
+        keys = [("steps", "steps")] + [(f"global_{k}", k) for k in (*COUNTS, "waiting")]
+        differ = [f"{key} {lv[key]} (log: {logged.get(word)})" for key, word in keys
+                  if lv.get(key) is not None and lv[key] != (logged.get(word) or 0)]
         if differ:
             run.notes.append(f"curriculum_summary.json, level {lv.get('level')}: "
                              + ", ".join(differ))
@@ -259,22 +261,22 @@ def level_tables(run: Run) -> list[str]:
            "`tokens measured` is the non-padding tokens every rank was fed; `waiting` is the rows "
            "waiting at the level's last step.", ""]
     header = ["level", "input_len", "truncation", "steps", "examples", "tokens measured",
-              "tokens planned", "tokens cut", "prompt cut", "skipped no label",
+              "tokens planned", "tokens cut", "cut", "prompt cut", "skipped no label",
               "skipped too long", "deferred", "waiting"]
     rows = []
     for k, input_len in lens.items():
         f = fed.get(k, {})
         rows.append([k, input_len, truncation.get(k), f.get("steps", 0), f.get("examples"),
                      f.get("measured_tokens", 0), f.get("tokens"), f.get("tokens_cut"),
-                     f.get("prompt_cut"), f.get("skipped_no_label"), f.get("skipped_too_long"),
+                     f.get("cut"), f.get("prompt_cut"), f.get("skipped_no_label"), f.get("skipped_too_long"),
                      f.get("deferred"), f.get("waiting")])
     out += _table(header, rows)
     plan = {lv.get("level"): lv for lv in (run.plan or {}).get("levels") or []}
     if not plan:
         return out + ["", "No curriculum_plan.json: nothing to compare with."]
     out += ["", "## Per level: fed against the plan", ""]
-    keys = ("steps", "examples", "tokens", "tokens_cut", "prompt_cut", "skipped_no_label",
-            "skipped_too_long", "waiting")
+    keys = ("steps", "examples", "tokens", "tokens_cut", "cut", "prompt_cut", "skipped_no_label",
+            "skipped_too_long", "deferred", "waiting")
     header = ["level"] + [h for key in keys for h in (key.replace("_", " "), "plan")]
     rows = [[k] + [v for key in keys for v in (fed.get(k, {}).get(key), plan.get(k, {}).get(key))]
             for k in lens]

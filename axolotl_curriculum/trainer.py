@@ -58,7 +58,7 @@ def train_dataloader(trainer, run: CurriculumRun, pack: Packer | None,
     workers = args.dataloader_num_workers
     from transformers.trainer_utils import seed_worker
 
-    return run.train_loader(
+    loader = run.train_loader(
         dataset, trainer.data_collator, **shape, accelerator=trainer.accelerator,
         seed=args.data_seed if getattr(args, "data_seed", None) is not None else args.seed,
         shuffle=not isinstance(getattr(base, "sampler", base), SequentialSampler),
@@ -68,6 +68,10 @@ def train_dataloader(trainer, run: CurriculumRun, pack: Packer | None,
         prefetch_factor=args.dataloader_prefetch_factor, pin_memory=args.dataloader_pin_memory,
         persistent_workers=args.dataloader_persistent_workers,
         worker_init_fn=partial(seed_worker, num_workers=workers, rank=args.process_index))
+    if run.rank == 0:  # what the run will feed per level, for `report` to put beside the log
+        write_run_plan(run, args.output_dir, max_steps=args.max_steps,
+                       epochs=args.num_train_epochs, model_config=trainer.model.config)
+    return loader
 
 
 def run_preflight(trainer, run: CurriculumRun) -> None:

@@ -14,7 +14,7 @@ import pytest
 from axolotl_curriculum import report
 
 LEVELS = [(32, 10), (64, 12), (128, None)]  # (input_len, max_steps)
-COUNTS = ("examples", "tokens", "tokens_cut", "prompt_cut", "skipped_no_label",
+COUNTS = ("examples", "tokens", "tokens_cut", "cut", "prompt_cut", "skipped_no_label",
           "skipped_too_long", "deferred")
 
 
@@ -64,15 +64,16 @@ def write_run(out: Path, lines: list[dict], *, sense=False, summary=True, plan=T
     if summary:
         block = {"levels": levels, "truncation": "head", "budget": "tokens",
                  "sense_grad": {"max_grad_cv": 0.25, "max_spikes": 1} if sense else None}
-        fed = [{"level": k, "steps": v["steps"], "examples": v["examples"]}
+        fed = [{"level": k, "input_len": LEVELS[k][0], "truncation": "head", "steps": v["steps"],
+                **{f"global_{key}": v[key] for key in (*COUNTS, "waiting")}}
                for k, v in sorted(expected(lines).items())]
         (out / "curriculum_summary.json").write_text(json.dumps(
             {"curriculum": block, "levels": fed, "never_fits": 0}))
     if plan:
         (out / "curriculum_plan.json").write_text(json.dumps({"levels": [
             {"level": k, "input_len": n, "steps": s or 8, "examples": 100 * (k + 1),
-             "tokens": 5000 + k, "tokens_cut": 70 + k, "prompt_cut": k, "skipped_no_label": 2,
-             "skipped_too_long": 0, "waiting": 3} for k, (n, s) in enumerate(LEVELS)]}))
+             "tokens": 5000 + k, "tokens_cut": 70 + k, "cut": 40 + k, "prompt_cut": k,
+             "skipped_no_label": 2, "skipped_too_long": 0, "deferred": 1, "waiting": 3} for k, (n, s) in enumerate(LEVELS)]}))
 
 
 def expected(lines: list[dict]) -> dict[int, dict]:
@@ -117,7 +118,8 @@ def check_report(out: Path, lines: list[dict], figures: int) -> str:
             assert int(row[key]) == sums[key], (level, key)
         assert int(row["examples"]) == sums["examples"]
         assert int(row["tokens planned"]) == sums["tokens"]
-        for key in ("tokens_cut", "prompt_cut", "skipped_no_label", "skipped_too_long", "deferred"):
+        for key in ("tokens_cut", "cut", "prompt_cut", "skipped_no_label", "skipped_too_long",
+                    "deferred"):
             assert int(row[key.replace("_", " ")]) == sums[key], (level, key)
     pngs = re.findall(r"!\[[^]]*\]\(([^)]+\.png)\)", md)
     assert len(pngs) == figures
@@ -146,18 +148,20 @@ def test_single_rank(tmp_path, capsys):
     want = expected(lines)
     for lv, row in zip(projected, rows):  # each fed column has the plan's value right beside it
         assert int(row[0]) == lv["level"]
-        for key in ("steps", "examples", "tokens", "tokens_cut", "waiting"):
+        for key in ("steps", "examples", "tokens", "tokens_cut", "cut", "deferred", "waiting"):
             i = header.index(key.replace("_", " "))
             fed, plan = want[lv["level"]][key], lv[key]
             assert (int(row[i]), header[i + 1], int(row[i + 1])) == (fed, "plan", plan)
     assert "wrote" in capsys.readouterr().out
     summary = json.loads((run_dir / "curriculum_summary.json").read_text())
-    summary["levels"][1]["examples"] += 1
+    summary["levels"][1]["global_examples"] += 1
+    summary["levels"][2]["global_cut"] += 2
     (run_dir / "curriculum_summary.json").write_text(json.dumps(summary))
     assert report.run(run_dir, out) == 0
-    examples = expected(lines)[1]["examples"]
-    assert (f"curriculum_summary.json, level 1: examples {examples + 1} (log: {examples})"
-            in (out / "report.md").read_text())
+    md = (out / "report.md").read_text()
+    examples, cut = expected(lines)[1]["examples"], expected(lines)[2]["cut"]
+    assert f"curriculum_summary.json, level 1: global_examples {examples + 1} (log: {examples})" in md
+    assert f"curriculum_summary.json, level 2: global_cut {cut + 2} (log: {cut})" in md
 
 
 def test_two_ranks_interleaved_with_sense_grad(tmp_path):
