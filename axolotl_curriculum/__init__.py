@@ -2,7 +2,7 @@
 
 from .config import Curriculum, Level
 
-__all__ = ["Curriculum", "CurriculumPlugin", "Level", "attach"]
+__all__ = ["Curriculum", "CurriculumPlugin", "CurriculumRun", "Level", "attach"]
 __version__ = "0.1.0"
 
 
@@ -12,6 +12,10 @@ def __getattr__(name):
         from .plugin import CurriculumPlugin
 
         return CurriculumPlugin
+    if name == "CurriculumRun":
+        from .run import CurriculumRun
+
+        return CurriculumRun
     if name == "attach":
         from .trainer import attach
 

@@ -305,6 +305,11 @@ class CurriculumRun:
                          + " ".join(str(row[key]) for key in keys))
         return "\n".join(lines)
 
+    def start(self) -> None:
+        """Before the first step (after `load_state_dict` on a resume): open the run log,
+        dropping lines past the step training continues from."""
+        self.log.start(resumed_at=self.global_step)
+
     def finish(self) -> None:
         self.log.flush()
         self.log.write_summary(self.summary())

@@ -98,8 +98,8 @@ class RunLog:
             return []
         values = torch.stack([t for _, t in self._pending]).cpu().tolist()
         records = [
-            {**fields, "rank": self.rank, "max_example_len": int(longest), "tokens": int(tokens),
-             "loss": loss, "grad_norm": grad_norm}
+            {"step": fields["step"], "rank": self.rank, **fields, "max_example_len": int(longest),
+             "tokens": int(tokens), "loss": loss, "grad_norm": grad_norm}
             for (fields, _), (longest, tokens, loss, grad_norm) in zip(self._pending, values)
         ]
         self._pending = []

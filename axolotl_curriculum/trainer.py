@@ -111,7 +111,7 @@ class CurriculumCallback(TrainerCallback):
             path = path / STATE_FILE if path else None
             saved = json.loads(path.read_text()) if path and path.exists() else None
             self.run.load_state_dict(saved, state.global_step)
-        self.run.log.start(resumed_at=state.global_step)
+        self.run.start()
         run_preflight(self.trainer, self.run)
 
     def on_step_end(self, args, state, control, **kwargs):
