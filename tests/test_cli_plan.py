@@ -20,6 +20,7 @@ def write(path, cfg):
 
 
 @pytest.mark.e2e
+@pytest.mark.axolotl_api
 def test_plan_on_the_demo_config(tmp_path, tiny_model, long_corpus):
     config = write(tmp_path / "config.yml", base_config(tiny_model, long_corpus, tmp_path / "run"))
     proc = subprocess.run(["axolotl-curriculum", "plan", str(config), "--out", str(tmp_path / "plan")],

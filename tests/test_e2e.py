@@ -7,6 +7,8 @@ from pathlib import Path
 import pytest
 
 from conftest import two_ranks
+from e2e_checks import (assert_cli_plan_equals_training, assert_plan_matches_log, assert_report,
+                        logged_ladder)
 
 pytestmark = pytest.mark.e2e
 
@@ -28,6 +30,7 @@ def assert_levels_fed(records, per_step_capacity=None):
     return records
 
 
+@pytest.mark.axolotl_api
 def test_packed_levels_switch_at_configured_steps(axolotl_train):
     run = axolotl_train(use_tensorboard=True)
     recs = assert_levels_fed(run.rank(0), per_step_capacity=2 * 128)
@@ -47,12 +50,21 @@ def test_packed_levels_switch_at_configured_steps(axolotl_train):
     assert level == {5: 0, 10: 0, 15: 1, 20: 1, 25: 2, 30: 2}
     assert input_len[5] == 32 and input_len[30] == 128
 
+    # the plan training wrote at its start is what it fed; `plan` on the config says the same
+    assert_plan_matches_log(run.out)
+    cli = assert_cli_plan_equals_training(run, run.out.parent / "plan")
+    assert "level  input_len" in cli["stdout"]
+    assert_report(run.out)
 
+
+@pytest.mark.axolotl_api
 def test_unpacked_batches_are_cut(axolotl_train):
-    recs = assert_levels_fed(axolotl_train(sample_packing=False, micro_batch_size=3).rank(0))
+    run = axolotl_train(sample_packing=False, micro_batch_size=3)
+    recs = assert_levels_fed(run.rank(0))
     for r in recs:
         assert r["tokens"] <= 3 * r["input_len"]
     assert all(r["tokens"] == 3 * 32 for r in recs if r["level"] == 0)
+    assert_plan_matches_log(run.out)
 
 
 def test_lora_with_gradient_accumulation(axolotl_train):
@@ -73,6 +85,7 @@ def test_lora_with_gradient_accumulation(axolotl_train):
     assert all(r["tokens"] == 512 for r in recs if r["level"] < 2)  # two full micro-batches
 
 
+@pytest.mark.axolotl_api
 def test_qlora_4bit_with_sense_grad(axolotl_train):
     run = axolotl_train(
         adapter="qlora", load_in_4bit=True, lora_r=8, lora_alpha=16, lora_target_linear=True,
@@ -95,6 +108,7 @@ def test_qlora_4bit_with_sense_grad(axolotl_train):
     assert measured and all(0 < r["grad_cv"] < 10 for r in measured)  # finite, from real norms
 
 
+@pytest.mark.axolotl_api
 def test_two_ranks_unpacked_token_budget_with_eval_over_epochs(axolotl_train):
     """2 gloo ranks, no packing, `budget: tokens`: short levels take more examples per
     micro-batch (accelerate used to drop those steps), eval on a set that does not divide
@@ -119,8 +133,37 @@ def test_two_ranks_unpacked_token_budget_with_eval_over_epochs(axolotl_train):
     assert run.output.count("'eval_loss'") >= 3  # steps 10, 20, 30: no hang
     assert re.search(r"'epoch': '?2\.\d", run.output)  # 360 rows / (8 x 2 x 2) = 11 steps per epoch
     assert "pre-flight at the largest micro-batch" in run.output
+    assert_plan_matches_log(run.out)  # 2 ranks, 3 epochs
+    assert_report(run.out)
 
 
+@pytest.mark.axolotl_api
+def test_levels_auto_end_to_end(axolotl_train):
+    """`levels: auto` chooses the ladder from the data and the run's 30 steps, logs it at the
+    start, trains it, and `plan` on the same config shows the same ladder."""
+    run = axolotl_train(curriculum={"levels": "auto", "auto": {"min_input_len": 32}})
+    ladder = logged_ladder(run.output)["levels"]
+    assert len(ladder) >= 2 and ladder[-1] == {"input_len": 128}
+    recs = run.rank(0)
+    assert [r["step"] for r in recs] == list(range(1, 31))
+    first, at = 1, {}
+    for k, level in enumerate(ladder):  # each level trains its steps, cut to its input_len
+        last = first + level["max_steps"] - 1 if "max_steps" in level else 30
+        at.update({s: (k, level["input_len"]) for s in range(first, last + 1)})
+        first = last + 1
+    assert [(r["level"], r["input_len"]) for r in recs] == [at[r["step"]] for r in recs]
+    assert all(r["max_example_len"] <= r["input_len"] for r in recs)
+    summary = json.loads((run.out / "curriculum_summary.json").read_text())
+    assert [{k: v for k, v in lv.items() if v is not None}
+            for lv in summary["curriculum"]["levels"]] == ladder
+    assert_plan_matches_log(run.out)
+    cli = assert_cli_plan_equals_training(run, run.out.parent / "plan")
+    assert cli["auto"] and cli["curriculum"]["levels"] == ladder
+    assert "levels: auto chooses:" in cli["stdout"]
+    assert_report(run.out)
+
+
+@pytest.mark.axolotl_api
 def test_bad_curriculum_fails_before_the_model_loads(axolotl_train):
     run = axolotl_train(check=False, curriculum={"levels": [
         {"input_len": 32, "max_steps": 5}, {"input_len": 16}]})
@@ -129,6 +172,7 @@ def test_bad_curriculum_fails_before_the_model_loads(axolotl_train):
     assert "Loading model" not in run.output and not (run.out / "curriculum_log.jsonl").exists()
 
 
+@pytest.mark.axolotl_api
 def test_input_len_above_sequence_len_fails(axolotl_train):
     run = axolotl_train(check=False, sequence_len=64)
     assert run.proc.returncode != 0

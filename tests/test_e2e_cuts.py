@@ -6,6 +6,7 @@ import math
 import pytest
 
 from axolotl_curriculum.demo import write_instructions
+from e2e_checks import assert_cli_plan_equals_training, assert_plan_matches_log
 
 pytestmark = pytest.mark.e2e
 
@@ -46,6 +47,7 @@ def check_accounting(run, levels):
     return recs
 
 
+@pytest.mark.axolotl_api
 def test_segment_mode_with_prompt_cuts(axolotl_train, instructions):
     run = axolotl_train(**alpaca(instructions), curriculum={"levels": LEVELS, "truncation": "segment",
                                                             "keep_prompt_head": 2})
@@ -57,8 +59,13 @@ def test_segment_mode_with_prompt_cuts(axolotl_train, instructions):
     assert sum(r["global_skipped_no_label"] for r in recs if r["level"] == 2) <= \
         sum(r["global_skipped_no_label"] for r in recs if r["level"] == 0)
     assert "'curriculum/global_tokens_cut'" in run.output  # accounting reaches the log line
+    # what the plan (training's and the CLI's, on this long-tailed instruction data) projected
+    plan = assert_plan_matches_log(run.out)
+    assert plan["levels"][0]["prompt_cut"] > 0 and plan["levels"][0]["skipped_no_label"] > 0
+    assert_cli_plan_equals_training(run, run.out.parent / "plan")
 
 
+@pytest.mark.axolotl_api
 def test_filter_mode_defers_long_rows_until_a_level_admits_them(axolotl_train, instructions):
     levels = [{"input_len": 48, "max_steps": 8}, {"input_len": 80, "max_steps": 8}, {"input_len": 128}]
     run = axolotl_train(**alpaca(instructions), curriculum={"levels": levels, "truncation": "filter"})
@@ -67,6 +74,8 @@ def test_filter_mode_defers_long_rows_until_a_level_admits_them(axolotl_train, i
     assert sum(r["global_deferred"] for r in recs if r["level"] == 0) > 0
     waiting = [r["global_waiting"] for r in recs]
     assert max(waiting) > 0 and waiting[-1] == 0  # the last level admits what waited
+    plan = assert_plan_matches_log(run.out)
+    assert plan["levels"][0]["deferred"] > 0
 
 
 def test_filter_level_that_admits_nothing_is_skipped(axolotl_train, instructions):
@@ -76,12 +85,16 @@ def test_filter_level_that_admits_nothing_is_skipped(axolotl_train, instructions
         "a step; skipping it" in run.output
     recs = run.rank(0)
     assert recs[0]["level"] == 1 and [r["step"] for r in recs] == list(range(1, 25))
+    assert assert_plan_matches_log(run.out)["levels"][0]["steps"] == 0
 
 
 def test_examples_budget_feeds_fewer_tokens_at_short_levels(axolotl_train, instructions):
-    tokens = axolotl_train(**alpaca(instructions), curriculum={"levels": LEVELS}).rank(0)
-    examples = axolotl_train(**alpaca(instructions),
-                             curriculum={"levels": LEVELS, "budget": "examples"}).rank(0)
+    run = axolotl_train(**alpaca(instructions), curriculum={"levels": LEVELS})
+    assert_plan_matches_log(run.out)
+    tokens = run.rank(0)
+    run = axolotl_train(**alpaca(instructions), curriculum={"levels": LEVELS, "budget": "examples"})
+    assert assert_plan_matches_log(run.out)["settings"]["budget"] == "examples"
+    examples = run.rank(0)
     short_tokens = [r["tokens"] for r in tokens if r["level"] == 0]
     short_examples = [r["tokens"] for r in examples if r["level"] == 0]
     assert min(short_tokens) > 0.9 * 2 * 128  # packed rows stay full

@@ -10,6 +10,7 @@ import yaml
 
 from axolotl_curriculum.demo import axolotl_env, base_config
 from conftest import two_ranks
+from e2e_checks import assert_report, logged_ladder
 
 pytestmark = pytest.mark.e2e
 
@@ -55,9 +56,11 @@ def test_max_steps_forces_the_advance(axolotl_train):
 
 
 def test_two_ranks_take_the_same_decisions(axolotl_train):
+    # levels: auto, so the 2-rank run also resolves the same ladder on both ranks
     run = axolotl_train(launcher_args=two_ranks(),
                         env={"ACCELERATE_USE_CPU": "true"}, learning_rate=0.03, max_steps=60,
-                        curriculum={"levels": LEVELS, "sense_grad": GATE})
+                        curriculum={"levels": "auto", "auto": {"min_input_len": 32},
+                                    "sense_grad": GATE})
     r0, r1 = run.rank(0), run.rank(1)
     assert [r["step"] for r in r0] == [r["step"] for r in r1] == list(range(1, 61))
     assert [r["level"] for r in r0] == [r["level"] for r in r1]
@@ -66,6 +69,17 @@ def test_two_ranks_take_the_same_decisions(axolotl_train):
     keys = ("step", "decision", "reason", "grad_cv", "spikes", "loss_slope")
     assert [tuple(d[k] for k in keys) for d in decisions(r0)] == \
         [tuple(d[k] for k in keys) for d in decisions(r1)]
+    # auto's ladder: logged once (rank 0), the one both ranks trained, and the summary's
+    assert run.output.count("levels: auto chose") == 1
+    ladder = logged_ladder(run.output)["levels"]
+    assert len(ladder) >= 3 and ladder[-1] == {"input_len": 128}
+    lens = [lv["input_len"] for lv in ladder]
+    assert all(r["input_len"] == lens[r["level"]] for r in r0 + r1)
+    summary = json.loads((run.out / "curriculum_summary.json").read_text())
+    assert [lv["input_len"] for lv in summary["curriculum"]["levels"]] == lens
+    md = assert_report(run.out)
+    assert "ranks: 2 (0, 1)" in md and "## sense_grad decisions" in md
+    assert "report_sense_grad.png" in md
 
 
 RESUME_LEVELS = [{"input_len": 32, "max_steps": 10}, {"input_len": 64, "max_steps": 30},
@@ -74,6 +88,7 @@ RESUME_GATE = {"check_every": 5, "window": 5, "settle_steps": 0, "min_steps": 8,
                "max_grad_cv": 100.0, "max_loss_slope": 1.0}
 
 
+@pytest.mark.axolotl_api
 def test_resume_continues_the_level_and_refuses_a_changed_block(axolotl_train, tmp_path,
                                                                 tiny_model, long_corpus):
     common = dict(lr_scheduler="constant", warmup_steps=0, save_strategy="steps", save_steps=15,
@@ -133,3 +148,5 @@ def test_resume_continues_the_level_and_refuses_a_changed_block(axolotl_train, t
     assert [r["step"] for r in restarted] == list(range(1, 31))
     assert [(r["level"], r["input_len"]) for r in restarted[15:26]] == [(0, 48)] * 10 + [(1, 64)]
     assert all(r["max_example_len"] <= r["input_len"] for r in restarted)
+    md = assert_report(out)  # a resumed run's log and restored summary agree
+    assert "steps: 30 (1 to 30)" in md
