@@ -118,6 +118,49 @@ class Auto(BaseModel):
             _check_float(f"{where}.warmup_share", data["warmup_share"], 0.0, 0.9, low_open=True)
 
 
+SCORES = ("length", "segments", "compression", "rarity", "random", "column")
+MODEL_SCORES = ("loss", "ifd")  # need a pass of the model: not available yet
+
+
+class Difficulty(BaseModel):
+    """DIFFICULTY: the score that orders examples, easiest (lowest) first (docs/difficulty.md)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    score: str
+    column: str | None = None      # score: column: the dataset column that holds the score
+    seed: int = 0                  # score: random: the draw
+    rescore: bool = False          # re-score waiting examples at each level switch (model scores)
+    sample: float | None = None    # model scores: the share of the training set scored
+
+    @classmethod
+    def validate_raw(cls, data: Any) -> dict:
+        where = "curriculum.difficulty"
+        if isinstance(data, str):
+            data = {"score": data}
+        if not isinstance(data, dict):
+            raise ValueError(f"{where}: got {data!r}; use a score's name, e.g. `difficulty: "
+                             "rarity`, or a mapping like {score: column, column: my_score}")
+        _check_keys(where, data, list(cls.model_fields))
+        score = data.get("score")
+        if score in MODEL_SCORES:
+            raise ValueError(f"{where}.score: {score!r} needs a pass of the model over the data, "
+                             f"which this version does not run yet; use one of {', '.join(SCORES)}")
+        _check_choice(f"{where}.score", score, SCORES)
+        if score is None:
+            raise ValueError(f"{where}.score: missing; use one of {', '.join(SCORES)}")
+        if score == "column" and not isinstance(data.get("column"), str):
+            raise ValueError(f"{where}.column: score: column needs the column's name, e.g. "
+                             "{score: column, column: my_score}")
+        if data.get("column") is not None and score != "column":
+            raise ValueError(f"{where}.column: only used with score: column; remove it")
+        if data.get("rescore"):
+            raise ValueError(f"{where}.rescore: re-scoring needs a model score (loss or ifd); "
+                             f"{score!r} does not change as the model trains; remove rescore")
+        _check_int(f"{where}.seed", data.get("seed"), 0)
+        return data
+
+
 class Level(BaseModel):
     """LEVEL: one stage of training; every example is cut to at most `input_len` tokens."""
 
@@ -127,6 +170,7 @@ class Level(BaseModel):
     max_steps: int | None = None   # steps in this level at most (the last level runs to the end)
     min_steps: int | None = None   # with sense_grad: steps in this level at least
     truncation: str | None = None  # this level's cut mode (default: curriculum.truncation)
+    admit: float | None = None     # with difficulty: the easiest share of examples admitted
 
 
 class Curriculum(BaseModel):
@@ -135,6 +179,7 @@ class Curriculum(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     levels: list[Level] | Literal["auto"]
+    difficulty: Difficulty | None = None  # which score orders the examples (levels' admit)
     auto: Auto | None = None         # knobs of levels: auto
     sense_grad: SenseGrad | None = None
     restart_on_resume: bool = False  # resuming under a changed block starts the levels over
@@ -169,6 +214,10 @@ class Curriculum(BaseModel):
             raise ValueError(
                 f"curriculum.sense_grad: got {sense!r}; use true, or a mapping of its settings"
             )
+        if data.get("difficulty") is not None:
+            diff = data["difficulty"]
+            data["difficulty"] = (diff if isinstance(diff, Difficulty)
+                                  else Difficulty.validate_raw(diff))
         restart = data.get("restart_on_resume", False)
         if not isinstance(restart, bool):
             raise ValueError(f"curriculum.restart_on_resume: got {restart!r}; use true or false")
@@ -203,7 +252,7 @@ class Curriculum(BaseModel):
                 "[{input_len: 256, max_steps: 100}, {input_len: 1024}]"
             )
         default_min = (sense or {}).get("min_steps", SenseGrad().min_steps)
-        previous = None
+        previous, previous_admit = None, 0.0
         for i, level in enumerate(levels):
             where = f"curriculum.levels[{i}]"
             if isinstance(level, Level):
@@ -216,12 +265,27 @@ class Curriculum(BaseModel):
                                  "(tokens kept per example)")
             input_len = level["input_len"]
             _check_int(f"{where}.input_len", input_len, MIN_INPUT_LEN)
-            if previous is not None and input_len <= previous:
+            admit = level.get("admit")
+            if admit is not None:
+                if data.get("difficulty") is None:
+                    raise ValueError(f"{where}.admit: needs curriculum.difficulty (the score that "
+                                     "says which examples are easiest); add e.g. `difficulty: "
+                                     "rarity`, or remove admit")
+                _check_float(f"{where}.admit", admit, 0.0, 1.0, low_open=True)
+                if admit < previous_admit:
+                    raise ValueError(f"{where}.admit: got {admit}; admission shares may not "
+                                     f"shrink, use at least {previous_admit} (the previous level's)")
+            if admit is not None and admit < 1 and i == len(levels) - 1:
+                raise ValueError(f"{where}.admit: the last level admits every example; remove "
+                                 "admit (or set 1)")
+            grows = (1.0 if admit is None else admit) > previous_admit
+            if previous is not None and (input_len < previous or (input_len == previous and not grows)):
                 raise ValueError(
                     f"{where}.input_len: got {input_len}; levels must grow, use a value above "
-                    f"{previous} (the previous level's input_len)"
+                    f"{previous} (the previous level's input_len), or the same input_len with a "
+                    "larger admit"
                 )
-            previous = input_len
+            previous, previous_admit = input_len, admit if admit is not None else 1.0
             _check_choice(f"{where}.truncation", level.get("truncation"), TRUNCATIONS)
             _check_int(f"{where}.max_steps", level.get("max_steps"), 1)
             _check_int(f"{where}.min_steps", level.get("min_steps"), 1)
@@ -254,6 +318,11 @@ class Curriculum(BaseModel):
             raise ValueError("curriculum.levels: auto is chosen once the data and the run's steps "
                              "are known; use Curriculum.resolved(auto.choose_levels(...)) first")
         return [level.input_len for level in self.levels]
+
+    def admit_of(self, level: int) -> float:
+        """The share of examples this level admits by difficulty (1: all)."""
+        admit = self.levels[level].admit
+        return 1.0 if admit is None else admit
 
     def truncation_of(self, level: int) -> str:
         return self.levels[level].truncation or self.truncation

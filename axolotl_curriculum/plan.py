@@ -8,7 +8,8 @@ cut *before* packing, so packed rows of a short level hold more examples.
 The example order is a sequence of passes (a fresh permutation each). Every row a pass draws
 has exactly one outcome: fed (whole, cut or prompt-cut), skipped (no scored label left, or too
 long for the last level), or waiting (filter mode) until a level feeds or skips it. A row is
-never fed twice in one optimizer step: a second draw of it is held over to the next step.
+never fed twice in one optimizer step: when the order wraps within a step's window (a level
+admitting fewer rows than the window holds), a row drawn again while in the step is fed once.
 """
 
 from __future__ import annotations
@@ -167,8 +168,8 @@ STEP_COUNTS = ("examples", "tokens", "tokens_cut", "cut", "prompt_cut", "skipped
 class _Stream:
     """An epoch's rows in order, with rows held over and rows waiting for a longer level.
 
-    `held`: rows drawn but not fed yet (packing leftovers, second draws within a step); they
-    lead the next step. `waiting`: rows a filter level does not admit yet; a level that admits
+    `held`: rows drawn but not fed yet (packing leftovers); they lead the next step, and a row
+    left out twice goes in first. `waiting`: rows a filter level does not admit yet; a level that admits
     them feeds them first; one that will never admit them skips them (counted).
     """
 
@@ -213,8 +214,7 @@ class _Stream:
             row = next(self.order)
             if row in self.waiting or not self._outcome(row):
                 continue
-            if row in self.in_step:
-                self.held.append(row)  # drawn again by the next pass: fed next step
+            if row in self.in_step:  # the order wrapped within this step: it is fed once
                 continue
             self.in_step.add(row)
             out.append(row)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from . import difficulty
 from .cut import NO_LABEL, Rows, first_scored_label
 
 
@@ -37,7 +38,7 @@ def row_stats(dataset, is_boundary: np.ndarray | None = None) -> Rows:
     Labels: `labels` (-100 = not scored), else TRL's `completion_mask`, else every token after
     the first. An index mapping (`select`, `shuffle`, `filter` without flatten) is honoured.
     """
-    table = dataset.data.table if hasattr(dataset.data, "table") else dataset.data
+    table = _table(dataset)
     starts, lengths, ids = _flat(table.column("input_ids"))
     if "labels" in table.column_names:
         l_starts, _, labels = _flat(table.column("labels"))
@@ -53,11 +54,34 @@ def row_stats(dataset, is_boundary: np.ndarray | None = None) -> Rows:
     else:
         starts = None
     del ids
-    if getattr(dataset, "_indices", None) is not None:
-        idx = np.asarray(dataset._indices.column(0).to_numpy(), dtype=np.int64)
+    idx = _index(dataset)
+    if idx is not None:
         lengths, first = lengths[idx], first[idx]
         starts = starts[idx] if starts is not None else None
     return Rows(lengths, first, starts, boundaries)
+
+
+def _table(dataset):
+    return dataset.data.table if hasattr(dataset.data, "table") else dataset.data
+
+
+def _index(dataset) -> np.ndarray | None:
+    if getattr(dataset, "_indices", None) is None:
+        return None
+    return np.asarray(dataset._indices.column(0).to_numpy(), dtype=np.int64)
+
+
+def difficulty_scores(dataset, spec, is_boundary: np.ndarray | None = None) -> np.ndarray:
+    """Per example, the `curriculum.difficulty` score (`spec`: config.Difficulty)."""
+    column = None
+    if spec.score == "column":
+        if spec.column not in dataset.column_names:
+            raise ValueError(f"curriculum.difficulty.column: the dataset has no column "
+                             f"{spec.column!r}; its columns: {', '.join(dataset.column_names)}")
+        column = dataset[spec.column]
+    starts, lengths, ids = _flat(_table(dataset).column("input_ids"))
+    return difficulty.scores(spec.score, starts, lengths, ids, index=_index(dataset),
+                             is_boundary=is_boundary, seed=spec.seed, column=column)
 
 
 def boundary_mask(tokenizer, marks: list[str] | tuple[str, ...]) -> np.ndarray:

@@ -23,7 +23,8 @@ from .cut import Cuts, Rows, level_cuts
 from .cut import DEFAULT_BOUNDARIES
 from .loader import LevelBatchSampler, make_loader, shard
 from .plan import STEP_COUNTS, BatchPlan, Packer
-from .rows import boundary_mask, row_stats
+from .difficulty import admitted
+from .rows import boundary_mask, difficulty_scores, row_stats
 from .runlog import RunLog
 from .schedule import Segment, Timeline
 from .sense_grad import Gate
@@ -34,7 +35,7 @@ FLUSH_EVERY = 256  # steps; bounds the device-side buffer when logging is sparse
 # The part of the block that decides what is fed: a resume under other values would not replay
 # the same data. (preflight and restart_on_resume change nothing that was fed.)
 DATA_KEYS = ("levels", "sense_grad", "truncation", "segment_window", "boundaries", "prompt_cut",
-             "keep_prompt_head", "budget")
+             "keep_prompt_head", "budget", "difficulty")
 
 
 def norm_scalar(grad_norm, device) -> torch.Tensor:
@@ -76,6 +77,7 @@ class CurriculumRun:
         self.timeline = None if self.curriculum.is_auto else self._timeline()
         self.log = RunLog(output_dir, rank)
         self.rows: Rows | None = None
+        self.scores: np.ndarray | None = None  # per example, the difficulty score
         self.plan: BatchPlan | None = None
         self.sampler: LevelBatchSampler | None = None
         self.gate: Gate | None = None
@@ -100,18 +102,24 @@ class CurriculumRun:
     def cuts(self, level: int) -> Cuts:
         if level not in self._cuts:
             cur = self.curriculum
-            self._cuts[level] = level_cuts(
+            cuts = level_cuts(
                 self.rows, cur.input_lens[level], cur.truncation_of(level),
                 window=cur.segment_window, prompt_cut=cur.prompt_cut,
                 keep_prompt_head=cur.keep_prompt_head, last_level=level == self.timeline.last_level,
                 truncate_excess=self.truncate_excess)
+            if self.scores is not None and cur.admit_of(level) < 1:
+                # not admitted yet: waits for the level that admits it, as filter mode's rows do
+                ok = admitted(self.scores, cur.admit_of(level))
+                cuts = Cuts(cuts.head, cuts.start, cuts.end, cuts.fed & ok,
+                            cuts.waits | (~ok & cuts.fed), cuts.too_long)
+            self._cuts[level] = cuts
         return self._cuts[level]
 
     def levels_in_use(self) -> list[int]:
         return [k for k, cap in enumerate(self.timeline.max_steps) if cap != 0]
 
     def use_data(self, rows: Rows, plan: BatchPlan, *, sequence_len: int | None = None,
-                 total_steps: int | None = None) -> None:
+                 total_steps: int | None = None, scores: np.ndarray | None = None) -> None:
         """Take the run's row statistics and plan; check every level can fill a step.
 
         `levels: auto` is resolved here, from the rows that train, `sequence_len` (default: the
@@ -120,6 +128,9 @@ class CurriculumRun:
         below that is skipped (warned); any other level is an error naming it.
         """
         self.rows, self.plan, self._cuts = rows, plan, {}
+        if self.curriculum.difficulty is not None and scores is None:
+            raise ValueError("curriculum.difficulty: the run needs the examples' scores")
+        self.scores = scores
         if self.curriculum.is_auto:
             from .auto import as_yaml, resolve
 
@@ -188,9 +199,11 @@ class CurriculumRun:
         """
         cur = self.curriculum
         modes = [cur.truncation] if cur.is_auto else [cur.truncation_of(k) for k in range(len(cur.levels))]
+        wants_segments = cur.difficulty is not None and cur.difficulty.score == "segments"
         mask = (boundary_mask(tokenizer, cur.boundaries or DEFAULT_BOUNDARIES)
-                if "segment" in modes else None)
+                if "segment" in modes or wants_segments else None)
         rows = row_stats(dataset, mask)
+        scores = difficulty_scores(dataset, cur.difficulty, mask) if cur.difficulty else None
         budget = cur.budget_for(pack is not None)
         plan = BatchPlan(rows, batch_size=batch_size, seed=seed, shuffle=shuffle,
                          capacity=capacity, bin_size=bin_size, pack=pack, budget=budget)
@@ -200,7 +213,8 @@ class CurriculumRun:
             n_batches = max(1, units // per_batch)
         steps_per_epoch = max(1, n_batches // self.batches_per_step)
         total_steps = max_steps if max_steps > 0 else math.ceil(epochs * steps_per_epoch)
-        self.use_data(rows, plan, sequence_len=sequence_len, total_steps=total_steps)
+        self.use_data(rows, plan, sequence_len=sequence_len, total_steps=total_steps,
+                      scores=scores)
         sampler = self.make_sampler(n_batches, current_step, num_workers, skip_trained)
         if self.sense_grad is not None and num_workers:
             loader_args["prefetch_factor"] = GATE_PREFETCH
@@ -290,8 +304,11 @@ class CurriculumRun:
         levels = []
         for k, input_len in enumerate(self.timeline.input_lens):
             t = self.totals.get(k, {})
+            share = self.curriculum.admit_of(k)
             levels.append({"level": k, "input_len": input_len,
                            "truncation": self.curriculum.truncation_of(k), "steps": t.get("steps", 0),
+                           "admit": share, "admitted": (int(admitted(self.scores, share).sum())
+                                                        if self.scores is not None else None),
                            **{f"global_{key}": t.get(key, 0) for key in (*STEP_COUNTS, "waiting")}})
         return {"curriculum": self.curriculum.model_dump(mode="json"), "levels": levels,
                 "never_fits": sum(t.get("skipped_too_long", 0) for t in self.totals.values())}
