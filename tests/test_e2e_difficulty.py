@@ -1,0 +1,50 @@
+"""`difficulty:` through the real `axolotl train`: 1 rank packed, 2 gloo ranks unpacked."""
+
+import json
+
+import pytest
+
+from conftest import two_ranks
+
+pytestmark = pytest.mark.e2e
+
+
+def summary(run):
+    return json.loads((run.out / "curriculum_summary.json").read_text())
+
+
+def check_admission(recs, levels, shares, n_rows):
+    """Rows not yet admitted wait (counted), the last level feeds what waited."""
+    assert [r["step"] for r in recs] == list(range(1, 31))
+    for k, row in enumerate(levels):
+        assert row["admit"] == shares[k]
+        if shares[k] < 1:
+            assert abs(row["admitted"] - shares[k] * n_rows) <= 1
+    assert sum(r["global_deferred"] for r in recs if r["level"] == 0) > 0
+    waiting = [r["global_waiting"] for r in recs]
+    assert max(waiting) > 0 and waiting[-1] == 0
+
+
+def test_pure_difficulty_curriculum_at_full_length(axolotl_train):
+    """The same input_len at every level, a growing easiest share by rarity (packed)."""
+    run = axolotl_train(curriculum={"difficulty": "rarity", "levels": [
+        {"input_len": 128, "max_steps": 10, "admit": 0.3},
+        {"input_len": 128, "max_steps": 10, "admit": 0.6}, {"input_len": 128}]})
+    recs = run.rank(0)
+    check_admission(recs, summary(run)["levels"], [0.3, 0.6, 1.0], 400)
+    assert all(r["global_tokens_cut"] == 0 for r in recs)  # nothing is cut: whole rows only
+    assert [r["level"] for r in recs] == [0] * 10 + [1] * 10 + [2] * 10
+
+
+def test_two_ranks_unpacked_with_the_random_control(axolotl_train):
+    run = axolotl_train(launcher_args=two_ranks(), env={"ACCELERATE_USE_CPU": "true"},
+                        sample_packing=False, micro_batch_size=4,
+                        curriculum={"difficulty": {"score": "random", "seed": 1}, "levels": [
+                            {"input_len": 64, "max_steps": 10, "admit": 0.5},
+                            {"input_len": 96, "max_steps": 10, "admit": 0.8}, {"input_len": 128}]})
+    r0, r1 = run.rank(0), run.rank(1)
+    check_admission(r0, summary(run)["levels"], [0.5, 0.8, 1.0], 400)
+    for recs in (r0, r1):
+        assert all(r["max_example_len"] <= r["input_len"] for r in recs)
+    same = ("step", "level", "micro_batches")
+    assert [[r[k] for k in same] for r in r0] == [[r[k] for k in same] for r in r1]
