@@ -118,8 +118,8 @@ class Auto(BaseModel):
             _check_float(f"{where}.warmup_share", data["warmup_share"], 0.0, 0.9, low_open=True)
 
 
-SCORES = ("length", "segments", "compression", "rarity", "random", "column")
-MODEL_SCORES = ("loss", "ifd")  # need a pass of the model: not available yet
+MODEL_SCORES = ("loss", "ifd")  # a pass of the model being trained, before step 1
+SCORES = ("length", "segments", "compression", "rarity", "random", "column", *MODEL_SCORES)
 
 
 class Difficulty(BaseModel):
@@ -143,9 +143,6 @@ class Difficulty(BaseModel):
                              "rarity`, or a mapping like {score: column, column: my_score}")
         _check_keys(where, data, list(cls.model_fields))
         score = data.get("score")
-        if score in MODEL_SCORES:
-            raise ValueError(f"{where}.score: {score!r} needs a pass of the model over the data, "
-                             f"which this version does not run yet; use one of {', '.join(SCORES)}")
         _check_choice(f"{where}.score", score, SCORES)
         if score is None:
             raise ValueError(f"{where}.score: missing; use one of {', '.join(SCORES)}")
@@ -155,8 +152,17 @@ class Difficulty(BaseModel):
         if data.get("column") is not None and score != "column":
             raise ValueError(f"{where}.column: only used with score: column; remove it")
         if data.get("rescore"):
-            raise ValueError(f"{where}.rescore: re-scoring needs a model score (loss or ifd); "
-                             f"{score!r} does not change as the model trains; remove rescore")
+            if score not in MODEL_SCORES:
+                raise ValueError(f"{where}.rescore: re-scoring needs a model score (loss or ifd); "
+                                 f"{score!r} does not change as the model trains; remove rescore")
+            raise ValueError(f"{where}.rescore: re-scoring the waiting examples at each level "
+                             "switch is not built yet; remove rescore (the scores are taken "
+                             "once, before step 1)")
+        if "sample" in data:
+            if score not in MODEL_SCORES:
+                raise ValueError(f"{where}.sample: only model scores (loss, ifd) sample the data; "
+                                 "remove sample")
+            _check_float(f"{where}.sample", data["sample"], 0.0, 1.0, low_open=True)
         _check_int(f"{where}.seed", data.get("seed"), 0)
         return data
 

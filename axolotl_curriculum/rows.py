@@ -72,7 +72,7 @@ def _index(dataset) -> np.ndarray | None:
 
 
 def difficulty_scores(dataset, spec, is_boundary: np.ndarray | None = None) -> np.ndarray:
-    """Per example, the `curriculum.difficulty` score (`spec`: config.Difficulty)."""
+    """Per example, a CPU `curriculum.difficulty` score (`spec`: config.Difficulty)."""
     column = None
     if spec.score == "column":
         if spec.column not in dataset.column_names:

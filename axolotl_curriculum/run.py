@@ -18,10 +18,11 @@ import torch
 from torch.utils.data import DataLoader
 
 from .batch_stats import measure_batch
-from .config import Curriculum
+from .config import MODEL_SCORES, Curriculum
 from .cut import Cuts, Rows, level_cuts
 from .cut import DEFAULT_BOUNDARIES
 from .loader import LevelBatchSampler, make_loader, shard
+from .model_scores import model_scores
 from .plan import STEP_COUNTS, BatchPlan, Packer
 from .difficulty import admitted
 from .rows import boundary_mask, difficulty_scores, row_stats
@@ -156,6 +157,19 @@ class CurriculumRun:
                 f"to {input_len}, fewer than the {need} micro-batches of one optimizer step "
                 "(world size x gradient_accumulation_steps); raise input_len or add data")
 
+    def _scores(self, dataset, rows: Rows, mask, model, batch_size: int) -> np.ndarray:
+        spec = self.curriculum.difficulty
+        if spec.score not in MODEL_SCORES:
+            return difficulty_scores(dataset, spec, mask)
+        if model is None:
+            raise ValueError(f"curriculum.difficulty: {spec.score} scores examples with the model "
+                             "being trained; pass model= to train_loader")
+        world = self.batches_per_step // self.grad_accum
+        return model_scores(spec.score, model, dataset, rows, rank=self.rank, world_size=world,
+                            reduce_sum=lambda t: self.reduce_mean(t) * world,
+                            batch_size=max(8, batch_size), sample=spec.sample, seed=spec.seed,
+                            pad_token_id=self.pad_token_id or 0)
+
     def switch_delay(self, workers: int) -> int:
         """Steps from a decision to the first step fed at the new level.
 
@@ -185,7 +199,8 @@ class CurriculumRun:
                      pack: Packer | None = None, capacity: int | None = None,
                      bin_size: int | None = None, n_batches: int | None = None,
                      num_workers: int = 0, skip_trained: bool = True,
-                     current_step: Callable[[], int] | None = None, **loader_args) -> DataLoader:
+                     current_step: Callable[[], int] | None = None, model=None,
+                     **loader_args) -> DataLoader:
         """The curriculum's train loader over a tokenized map-style dataset (`input_ids`,
         optional `labels`), for a trainer adapter or a hand-written loop.
 
@@ -193,7 +208,8 @@ class CurriculumRun:
         `budget: tokens`). Packed (`pack`, e.g. Axolotl's packer, with `capacity` tokens per
         row): `batch_size` rows per micro-batch. `n_batches`: global micro-batches per epoch
         (default: one pass at full length). With an `accelerator` the loader is sharded with
-        accelerate's own classes; `tokenizer` is needed for segment cuts. After
+        accelerate's own classes; `tokenizer` is needed for segment cuts, `model` for the
+        model difficulty scores (`loss`, `ifd`: one pass before step 1). After
         `load_state_dict`, the first epoch starts at the checkpoint's step (`skip_trained`;
         a trainer that skips replayed batches itself passes False and its `current_step`).
         """
@@ -203,7 +219,7 @@ class CurriculumRun:
         mask = (boundary_mask(tokenizer, cur.boundaries or DEFAULT_BOUNDARIES)
                 if "segment" in modes or wants_segments else None)
         rows = row_stats(dataset, mask)
-        scores = difficulty_scores(dataset, cur.difficulty, mask) if cur.difficulty else None
+        scores = self._scores(dataset, rows, mask, model, batch_size) if cur.difficulty else None
         budget = cur.budget_for(pack is not None)
         plan = BatchPlan(rows, batch_size=batch_size, seed=seed, shuffle=shuffle,
                          capacity=capacity, bin_size=bin_size, pack=pack, budget=budget)

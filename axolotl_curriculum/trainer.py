@@ -65,6 +65,7 @@ def train_dataloader(trainer, run: CurriculumRun, pack: Packer | None,
         tokenizer=getattr(trainer, "processing_class", None) or getattr(trainer, "tokenizer", None),
         sequence_len=sequence_len, epochs=args.num_train_epochs, max_steps=args.max_steps,
         current_step=lambda: trainer.state.global_step, skip_trained=False, num_workers=workers,
+        model=trainer.model,
         prefetch_factor=args.dataloader_prefetch_factor, pin_memory=args.dataloader_pin_memory,
         persistent_workers=args.dataloader_persistent_workers,
         worker_init_fn=partial(seed_worker, num_workers=workers, rank=args.process_index))

@@ -100,6 +100,11 @@ def test_admission_matches_the_share_within_one_example(scores, share):
      "curriculum.levels[1].admit: got 0.4; admission shares may not shrink"),
     ({"difficulty": {"score": "rarity", "rescore": True}, "levels": [{"input_len": 8}]},
      "curriculum.difficulty.rescore: re-scoring needs a model score"),
+    ({"difficulty": {"score": "loss", "rescore": True}, "levels": [{"input_len": 8}]},
+     "curriculum.difficulty.rescore: re-scoring the waiting examples at each level switch is not "
+     "built yet"),
+    ({"difficulty": {"score": "rarity", "sample": 0.5}, "levels": [{"input_len": 8}]},
+     "curriculum.difficulty.sample: only model scores"),
     ({"difficulty": {"score": "column"}, "levels": [{"input_len": 8}]},
      "curriculum.difficulty.column: score: column needs the column's name"),
     ({"difficulty": "rarity", "levels": [{"input_len": 8, "max_steps": 3, "admit": 0.5},

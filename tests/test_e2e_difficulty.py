@@ -1,4 +1,5 @@
-"""`difficulty:` through the real `axolotl train`: 1 rank packed, 2 gloo ranks unpacked."""
+"""`difficulty:` through the real `axolotl train`: rarity on 1 rank packed, the model's loss on
+2 gloo ranks unpacked."""
 
 import json
 
@@ -36,15 +37,17 @@ def test_pure_difficulty_curriculum_at_full_length(axolotl_train):
     assert [r["level"] for r in recs] == [0] * 10 + [1] * 10 + [2] * 10
 
 
-def test_two_ranks_unpacked_with_the_random_control(axolotl_train):
+def test_two_ranks_unpacked_scored_by_the_models_loss(axolotl_train):
+    """`loss`: the model scores the training set before step 1, sharded over the 2 ranks."""
     run = axolotl_train(launcher_args=two_ranks(), env={"ACCELERATE_USE_CPU": "true"},
                         sample_packing=False, micro_batch_size=4,
-                        curriculum={"difficulty": {"score": "random", "seed": 1}, "levels": [
+                        curriculum={"difficulty": {"score": "loss", "sample": 0.5}, "levels": [
                             {"input_len": 64, "max_steps": 10, "admit": 0.5},
                             {"input_len": 96, "max_steps": 10, "admit": 0.8}, {"input_len": 128}]})
     r0, r1 = run.rank(0), run.rank(1)
     check_admission(r0, summary(run)["levels"], [0.5, 0.8, 1.0], 400)
     for recs in (r0, r1):
         assert all(r["max_example_len"] <= r["input_len"] for r in recs)
+    assert "curriculum: difficulty loss scored 200 examples" in run.output
     same = ("step", "level", "micro_batches")
     assert [[r[k] for k in same] for r in r0] == [[r[k] for k in same] for r in r1]
