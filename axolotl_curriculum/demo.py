@@ -1,7 +1,8 @@
 """A self-contained demo: a tiny llama, a tokenizer and a corpus built offline, trained by Axolotl.
 
 `python -m axolotl_curriculum.demo [workdir]` writes everything under workdir, runs
-`axolotl train` with a three-level curriculum and prints what each level fed the model.
+`axolotl train` with a three-level curriculum, prints what each level fed the model and runs
+`report` on the run (workdir/out/report.md and its figures).
 The tests build their models and data with the same functions.
 """
 
@@ -185,6 +186,14 @@ def main(argv: list[str] | None = None) -> int:
     for line in (work / "out" / "curriculum_log.jsonl").read_text().splitlines():
         r = json.loads(line)
         print(f"{r['step']:>4}  {r['level']:>5}  {r['input_len']:>9}  {r['max_example_len']:>15}  {r['tokens']:>6}")
+    from .report import run as report
+
+    print()
+    rc = report(work / "out")
+    if rc:
+        return rc
+    print(f"\ndemo: the picture: {work / 'out' / 'report_loss.png'} (loss and gradient norm "
+          f"against tokens, levels shaded); every figure and table: {work / 'out' / 'report.md'}")
     return 0
 
 

@@ -313,7 +313,8 @@ def render(run: Run, figures: list[tuple[str, str]]) -> str:
     if run.summary is None:
         out.append("- no curriculum_summary.json: the run was killed or has not finished")
     else:
-        out.append(f"- truncation {cur.get('truncation')}, budget {cur.get('budget')}, sense_grad "
+        budget = cur.get("budget") or (run.plan or {}).get("settings", {}).get("budget")
+        out.append(f"- truncation {cur.get('truncation')}, budget {budget or 'default'}, sense_grad "
                    f"{'on' if cur.get('sense_grad') else 'off'}, never fits: "
                    f"{run.summary.get('never_fits')}")
     out += ["- steps by level: " + ", ".join(f"level {k} {a}-{b}" for k, a, b in segments(run))]

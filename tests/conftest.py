@@ -34,8 +34,8 @@ def two_ranks() -> tuple[str, ...]:
 
 
 class AxolotlRun:
-    def __init__(self, out: Path, proc: subprocess.CompletedProcess):
-        self.out, self.proc = out, proc
+    def __init__(self, out: Path, proc: subprocess.CompletedProcess, config: Path | None = None):
+        self.out, self.proc, self.config = out, proc, config
         self.output = proc.stdout + proc.stderr
 
     @property
@@ -60,7 +60,7 @@ def axolotl_train(tmp_path, tiny_model, long_corpus):
         proc = subprocess.run(["axolotl", "train", str(path), *launcher_args],
                               env={**axolotl_env(), **(env or {})}, capture_output=True,
                               text=True, timeout=900)
-        result = AxolotlRun(out, proc)
+        result = AxolotlRun(out, proc, path)
         if check and proc.returncode != 0:
             raise AssertionError(f"axolotl train failed ({proc.returncode}):\n{result.output[-6000:]}")
         return result
