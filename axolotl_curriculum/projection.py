@@ -13,6 +13,7 @@ import json
 import logging
 import math
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -101,13 +102,16 @@ def project(rows: Rows, curriculum: Curriculum, *, batch_size: int, world_size: 
             bin_size: int | None = None, seed: int = 42, total_steps: int,
             truncate_excess: bool = False, model_config: Any, pack: Packer | None = None,
             shuffle: bool = True, steps_per_epoch: int | None = None,
-            sample_steps: int = SAMPLE_STEPS) -> dict[str, Any]:
+            sample_steps: int = SAMPLE_STEPS,
+            cuts_of: Callable[[int], Cuts] | None = None) -> dict[str, Any]:
     """Per level: what its cut does to the data, what its steps feed, and what they cost.
 
     `batch_size`, `capacity`, `bin_size`: the micro-batch as the trainer builds it (packed:
     bins per micro-batch and tokens per bin, Axolotl's packer passed as `pack`).
     `steps_per_epoch`: optimizer steps per epoch of the loader (default: one epoch).
     Levels are planned at their caps (`max_steps`); with sense_grad a level may end sooner.
+    `cuts_of(k)`: level k's cuts as the run computes them (a training run passes its own, which
+    also hold back rows a difficulty level does not admit yet); default `cut.level_cuts`.
     """
     if curriculum.is_auto:
         raise ValueError("curriculum.levels: auto; resolve it first (auto.resolve)")
@@ -117,7 +121,8 @@ def project(rows: Rows, curriculum: Curriculum, *, batch_size: int, world_size: 
     budget = cur.budget_for(packed)
     per_step = world_size * grad_accum
     last = n_levels - 1
-    cuts = [level_cuts(rows, L, cur.truncation_of(k), window=cur.segment_window,
+    cuts = [cuts_of(k) if cuts_of is not None else
+            level_cuts(rows, L, cur.truncation_of(k), window=cur.segment_window,
                        prompt_cut=cur.prompt_cut, keep_prompt_head=cur.keep_prompt_head,
                        last_level=k == last, truncate_excess=truncate_excess)
             for k, L in enumerate(cur.input_lens)]
@@ -222,7 +227,7 @@ def project_run(run: Any, *, max_steps: int, epochs: float, model_config: Any) -
         packed=plan.packed, capacity=plan.capacity, bin_size=plan.bin_size, seed=plan.seed,
         shuffle=plan.shuffle, pack=plan.pack, total_steps=total_steps,
         truncate_excess=run.truncate_excess, model_config=model_config,
-        steps_per_epoch=steps_per_epoch)
+        steps_per_epoch=steps_per_epoch, cuts_of=run.cuts)
     projection["curriculum"] = run.curriculum.model_dump(mode="json", exclude_none=True)
     return projection
 

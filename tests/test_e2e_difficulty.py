@@ -6,6 +6,7 @@ import json
 import pytest
 
 from conftest import two_ranks
+from e2e_checks import assert_plan_matches_log
 
 pytestmark = pytest.mark.e2e
 
@@ -35,6 +36,7 @@ def test_pure_difficulty_curriculum_at_full_length(axolotl_train):
     check_admission(recs, summary(run)["levels"], [0.3, 0.6, 1.0], 400)
     assert all(r["global_tokens_cut"] == 0 for r in recs)  # nothing is cut: whole rows only
     assert [r["level"] for r in recs] == [0] * 10 + [1] * 10 + [2] * 10
+    assert_plan_matches_log(run.out)  # training's plan holds back what a level does not admit
 
 
 def test_two_ranks_unpacked_scored_by_the_models_loss(axolotl_train):
