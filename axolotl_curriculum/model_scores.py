@@ -10,7 +10,6 @@ prompt helps little.
 from __future__ import annotations
 
 import logging
-import math
 import time
 from collections.abc import Callable
 

@@ -14,7 +14,6 @@ admitting fewer rows than the window holds), a row drawn again while in the step
 
 from __future__ import annotations
 
-from collections import deque
 from collections.abc import Callable, Iterator
 
 import numpy as np

@@ -17,11 +17,11 @@ from typing import Any
 
 import numpy as np
 
-from .auto import as_yaml, resolve
+from .auto import as_yaml
 from .cli import BadInput
-from .config import Curriculum
-from .projection import format_table, project
-from .rows import boundary_mask, row_stats
+from .config import MODEL_SCORES, Curriculum
+from .projection import format_table, project, run_for
+from .rows import boundary_mask, difficulty_scores, row_stats
 
 LOCAL_TYPES = {"json", "jsonl", "csv", "parquet", "text", "arrow"}
 LOCAL_SUFFIXES = {".json", ".jsonl", ".csv", ".parquet", ".arrow", ".txt"}
@@ -138,7 +138,8 @@ def plan(config: str | os.PathLike, out: str | os.PathLike | None = None,
     curriculum = Curriculum.model_validate(block or {"levels": "auto"})
     uses_segments = curriculum.truncation == "segment" or (
         not curriculum.is_auto and any(curriculum.truncation_of(k) == "segment"
-                                       for k in range(len(curriculum.levels))))
+                                       for k in range(len(curriculum.levels)))) or (
+        curriculum.difficulty is not None and curriculum.difficulty.score == "segments")
     mask = None
     if uses_segments:
         from axolotl.loaders import load_tokenizer
@@ -150,8 +151,13 @@ def plan(config: str | os.PathLike, out: str | os.PathLike | None = None,
     rows = row_stats(dataset, mask)
     total_steps = int(meta.total_num_steps)
     sequence_len = int(cfg.sequence_len)
-    trains = rows.first_label < rows.lengths
-    chosen = resolve(curriculum, rows.lengths[trains], sequence_len, total_steps)
+    scores = None
+    if curriculum.difficulty is not None:
+        if curriculum.difficulty.score in MODEL_SCORES:
+            raise BadInput(f"config {config}: curriculum.difficulty: plan loads no model weights, "
+                           f"so it cannot score {curriculum.difficulty.score!r}; plan with a CPU "
+                           "score (rarity, compression, ...) to see the admitted shares")
+        scores = difficulty_scores(dataset, curriculum.difficulty, mask)
 
     packed = bool(cfg.sample_packing) and not cfg.pretraining_dataset
     world = world_size or int(cfg.world_size or 1)
@@ -161,14 +167,15 @@ def plan(config: str | os.PathLike, out: str | os.PathLike | None = None,
                     else not cfg.attn_supports_packing)
     batch_size, capacity = (mbs, sequence_len) if real_batches else (1, mbs * sequence_len)
     seed = cfg.data_seed if cfg.data_seed is not None else (cfg.seed if cfg.seed is not None else 42)
-    projection = project(
-        rows, chosen, batch_size=batch_size if packed else mbs, world_size=world,
-        grad_accum=grad_accum, packed=packed, capacity=capacity if packed else None,
-        bin_size=int(cfg.sample_packing_bin_size or 200), seed=int(seed), total_steps=total_steps,
-        truncate_excess=cfg.excess_length_strategy == "truncate",
-        model_config=model_config(cfg), pack=axolotl_pack if packed else None,
-        shuffle=not cfg.curriculum_sampling,
-        steps_per_epoch=steps_per_epoch(cfg, dataset, world * grad_accum, packed))
+    run = run_for(rows, curriculum, batch_size=batch_size if packed else mbs, world_size=world,
+                  grad_accum=grad_accum, packed=packed, capacity=capacity,
+                  bin_size=int(cfg.sample_packing_bin_size or 200), seed=int(seed),
+                  shuffle=not cfg.curriculum_sampling, pack=axolotl_pack if packed else None,
+                  truncate_excess=cfg.excess_length_strategy == "truncate",
+                  sequence_len=sequence_len, total_steps=total_steps, scores=scores)
+    chosen = run.curriculum
+    projection = project(run, total_steps=total_steps, model_config=model_config(cfg),
+                         steps_per_epoch=steps_per_epoch(cfg, dataset, world * grad_accum, packed))
     projection["config"] = str(config)
     projection["curriculum"] = chosen.model_dump(mode="json", exclude_none=True)
     projection["auto"] = curriculum.is_auto

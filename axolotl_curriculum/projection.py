@@ -1,8 +1,8 @@
 """What a curriculum will feed, level by level, before training: the numbers `plan` prints.
 
-Pure (numpy and the package's pure modules): the cuts come from `cut.level_cuts` and the steps
-from `plan.BatchPlan`, the same code training runs, driven over the run's steps with the same
-seed, so a step-scheduled run feeds what this projects. Compute comes from `flops.py`.
+It drives the run's own `CurriculumRun` (cuts, level checks, `levels: auto`, difficulty) and
+`plan.BatchPlan` over the run's steps with the same seed: the same code training runs, so a
+step-scheduled run feeds what this projects. Compute comes from `flops.py`.
 Training writes the same projection of its own run to `curriculum_plan.json` (`write_run_plan`),
 which `report` puts beside what was fed.
 """
@@ -11,9 +11,7 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +21,7 @@ from .config import Curriculum
 from .cut import Cuts, Rows, level_cuts
 from .flops import train_flops
 from .plan import STEP_COUNTS, BatchPlan, Packer
-from .schedule import Timeline
+from .run import CurriculumRun
 
 # Per level, summed over its steps: the plan's step counts, which the training log writes as
 # rank 0's `global_<key>` fields (curriculum_log.jsonl) and the summary sums per level.
@@ -97,65 +95,49 @@ def _simulate(plan: BatchPlan, level_of: list[int], per_step: int, steps_per_epo
     return acc, exact
 
 
-def project(rows: Rows, curriculum: Curriculum, *, batch_size: int, world_size: int = 1,
-            grad_accum: int = 1, packed: bool, capacity: int | None = None,
-            bin_size: int | None = None, seed: int = 42, total_steps: int,
-            truncate_excess: bool = False, model_config: Any, pack: Packer | None = None,
-            shuffle: bool = True, steps_per_epoch: int | None = None,
-            sample_steps: int = SAMPLE_STEPS,
-            cuts_of: Callable[[int], Cuts] | None = None) -> dict[str, Any]:
+def run_for(rows: Rows, block: Curriculum | dict, *, batch_size: int, world_size: int = 1,
+            grad_accum: int = 1, packed: bool = False, capacity: int | None = None,
+            bin_size: int | None = None, seed: int = 42, shuffle: bool = True,
+            pack: Packer | None = None, truncate_excess: bool = False,
+            sequence_len: int | None = None, total_steps: int = 1, scores=None) -> CurriculumRun:
+    """The `CurriculumRun` a trainer would build for these rows and settings (`levels: auto`
+    resolved, levels that cannot fill a step switched off or refused), as `plan` needs it."""
+    run = CurriculumRun(block, ".", world_size=world_size, grad_accum=grad_accum,
+                        truncate_excess=truncate_excess)
+    plan = BatchPlan(rows, batch_size=batch_size, seed=seed, shuffle=shuffle,
+                     capacity=capacity if packed else None, bin_size=bin_size,
+                     pack=pack if packed else None, budget=run.curriculum.budget_for(packed))
+    run.use_data(rows, plan, sequence_len=sequence_len, total_steps=total_steps, scores=scores)
+    return run
+
+
+def project(run: CurriculumRun, *, total_steps: int, model_config: Any,
+            steps_per_epoch: int | None = None, sample_steps: int = SAMPLE_STEPS) -> dict[str, Any]:
     """Per level: what its cut does to the data, what its steps feed, and what they cost.
 
-    `batch_size`, `capacity`, `bin_size`: the micro-batch as the trainer builds it (packed:
-    bins per micro-batch and tokens per bin, Axolotl's packer passed as `pack`).
+    `run`: a `CurriculumRun` after `use_data` (a training run's own, or `run_for`'s): its rows,
+    plan, cuts (difficulty admission included) and timeline are the ones training uses.
     `steps_per_epoch`: optimizer steps per epoch of the loader (default: one epoch).
     Levels are planned at their caps (`max_steps`); with sense_grad a level may end sooner.
-    `cuts_of(k)`: level k's cuts as the run computes them (a training run passes its own, which
-    also hold back rows a difficulty level does not admit yet); default `cut.level_cuts`.
     """
-    if curriculum.is_auto:
-        raise ValueError("curriculum.levels: auto; resolve it first (auto.resolve)")
-    if packed and pack is None:
-        raise ValueError("a packed projection needs the packer (plugin.axolotl_pack)")
-    cur, n_levels = curriculum, len(curriculum.levels)
-    budget = cur.budget_for(packed)
-    per_step = world_size * grad_accum
-    last = n_levels - 1
-    cuts = [cuts_of(k) if cuts_of is not None else
-            level_cuts(rows, L, cur.truncation_of(k), window=cur.segment_window,
-                       prompt_cut=cur.prompt_cut, keep_prompt_head=cur.keep_prompt_head,
-                       last_level=k == last, truncate_excess=truncate_excess)
-            for k, L in enumerate(cur.input_lens)]
-    timeline = Timeline(cur.input_lens, [level.max_steps for level in cur.levels])
-    for k, c in enumerate(cuts):  # as run.use_data: a filter level that cannot fill a step
-        fed = int(c.fed.sum())  # (one example per micro-batch) is skipped, any other is an error
-        if fed >= per_step:
-            continue
-        if cur.truncation_of(k) == "filter" and k < last:
-            timeline.max_steps[k] = 0
-            continue
-        if not fed:
-            raise ValueError(f"curriculum.levels[{k}].input_len: no example keeps a trainable "
-                             f"token when cut to {cur.input_lens[k]}; raise it")
-        raise ValueError(f"curriculum.levels[{k}].input_len: {fed} examples keep a trainable "
-                         f"token when cut to {cur.input_lens[k]}, fewer than the {per_step} "
-                         "micro-batches of one optimizer step; raise input_len or add data")
-    level_of = [timeline.level_at(s) for s in range(total_steps)]
-
-    def new_plan() -> BatchPlan:
-        return BatchPlan(rows, batch_size=batch_size, seed=seed, shuffle=shuffle,
-                         capacity=capacity if packed else None, bin_size=bin_size,
-                         pack=pack if packed else None, budget=budget)
+    rows, cur, plan = run.rows, run.curriculum, run.plan
+    packed, budget = plan.packed, plan.budget
+    per_step, grad_accum = run.batches_per_step, run.grad_accum
+    world_size = per_step // grad_accum
+    batch_size, capacity, seed = plan.batch_size, plan.capacity, plan.seed
+    last = len(cur.levels) - 1
+    cuts = [run.cuts(k) for k in range(len(cur.levels))]
+    level_of = [run.timeline.level_at(s) for s in range(total_steps)]
 
     spe = steps_per_epoch or max(total_steps, 1)
-    acc, exact = _simulate(new_plan(), level_of, per_step, spe, cuts, sample_steps, model_config)
+    acc, exact = _simulate(plan, level_of, per_step, spe, cuts, sample_steps, model_config)
     # full length: what the same steps feed without a curriculum
     full_len = int(max(rows.lengths.max(initial=2), cur.input_lens[-1]))
     full = [level_cuts(rows, full_len, "head", prompt_cut=cur.prompt_cut,
                        keep_prompt_head=cur.keep_prompt_head, last_level=True,
-                       truncate_excess=truncate_excess)]
+                       truncate_excess=run.truncate_excess)]
     ref_steps = min(total_steps, sample_steps)
-    ref, _ = _simulate(new_plan(), [0] * ref_steps, per_step, spe, full, sample_steps,
+    ref, _ = _simulate(plan, [0] * ref_steps, per_step, spe, full, sample_steps,
                        model_config)
     ref = ref[0]
     full_step_flops = ref["flops"] / max(ref["steps"], 1)
@@ -211,23 +193,11 @@ def project(rows: Rows, curriculum: Curriculum, *, batch_size: int, world_size: 
     }
 
 
-def project_run(run: Any, *, max_steps: int, epochs: float, model_config: Any) -> dict[str, Any]:
-    """`project` for a training run, with its own rows, plan settings and resolved curriculum.
-
-    `run`: a `run.CurriculumRun` whose train loader is built (its `rows`, `plan`, `sampler`,
-    resolved `curriculum`); `max_steps` and `epochs` as given to the trainer, sized into total
-    steps as `CurriculumRun.train_loader` sizes them.
-    """
-    steps_per_epoch = run.sampler.steps_per_epoch
-    total_steps = max_steps if max_steps > 0 else math.ceil(epochs * steps_per_epoch)
-    plan = run.plan
-    projection = project(
-        run.rows, run.curriculum, batch_size=plan.batch_size,
-        world_size=run.batches_per_step // run.grad_accum, grad_accum=run.grad_accum,
-        packed=plan.packed, capacity=plan.capacity, bin_size=plan.bin_size, seed=plan.seed,
-        shuffle=plan.shuffle, pack=plan.pack, total_steps=total_steps,
-        truncate_excess=run.truncate_excess, model_config=model_config,
-        steps_per_epoch=steps_per_epoch, cuts_of=run.cuts)
+def project_run(run: CurriculumRun, *, model_config: Any) -> dict[str, Any]:
+    """`project` for a training run whose train loader is built (`CurriculumRun.train_loader`:
+    its rows, plan, resolved curriculum, total steps and steps per epoch)."""
+    projection = project(run, total_steps=run.total_steps, model_config=model_config,
+                         steps_per_epoch=run.steps_per_epoch)
     projection["curriculum"] = run.curriculum.model_dump(mode="json", exclude_none=True)
     return projection
 

@@ -227,9 +227,10 @@ class CurriculumRun:
             per_batch = batch_size * (capacity if pack is not None else 1)
             units = int(np.minimum(rows.lengths, capacity).sum()) if pack is not None else len(rows)
             n_batches = max(1, units // per_batch)
-        steps_per_epoch = max(1, n_batches // self.batches_per_step)
-        total_steps = max_steps if max_steps > 0 else math.ceil(epochs * steps_per_epoch)
-        self.use_data(rows, plan, sequence_len=sequence_len, total_steps=total_steps,
+        self.steps_per_epoch = max(1, n_batches // self.batches_per_step)
+        self.total_steps = (max_steps if max_steps > 0
+                            else math.ceil(epochs * self.steps_per_epoch))
+        self.use_data(rows, plan, sequence_len=sequence_len, total_steps=self.total_steps,
                       scores=scores)
         sampler = self.make_sampler(n_batches, current_step, num_workers, skip_trained)
         if self.sense_grad is not None and num_workers:

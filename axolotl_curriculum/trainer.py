@@ -70,8 +70,7 @@ def train_dataloader(trainer, run: CurriculumRun, pack: Packer | None,
         persistent_workers=args.dataloader_persistent_workers,
         worker_init_fn=partial(seed_worker, num_workers=workers, rank=args.process_index))
     if run.rank == 0:  # what the run will feed per level, for `report` to put beside the log
-        write_run_plan(run, args.output_dir, max_steps=args.max_steps,
-                       epochs=args.num_train_epochs, model_config=trainer.model.config)
+        write_run_plan(run, args.output_dir, model_config=trainer.model.config)
     return loader
 
 

@@ -92,7 +92,20 @@ def arms(size: dict) -> dict[str, dict]:
         "segment": {"levels": linear, "truncation": "segment"},
         "filter": {"levels": linear, "truncation": "filter"},
         "examples_budget": {"levels": linear, "budget": "examples"},
+        "auto": {"levels": "auto"},  # the ladder levels: auto chooses from the data and steps
+        # difficulty at full length (docs/difficulty.md): a growing easiest share by rarity,
+        # and the control that admits the same shares at random
+        "rarity": {"difficulty": "rarity", "levels": admit_ladder(seq, steps)},
+        "random_admit": {"difficulty": {"score": "random", "seed": 1},
+                         "levels": admit_ladder(seq, steps)},
     }
+
+
+def admit_ladder(seq: int, steps: int) -> list[dict]:
+    """Full length throughout; a third, then two thirds of the examples for 20% of the steps each."""
+    per = max(1, steps // 5)
+    return [{"input_len": seq, "max_steps": per, "admit": 0.33},
+            {"input_len": seq, "max_steps": per, "admit": 0.66}, {"input_len": seq}]
 
 
 @dataclass

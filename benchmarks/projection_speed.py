@@ -14,11 +14,9 @@ import time
 
 import numpy as np
 
-from axolotl_curriculum.auto import resolve
-from axolotl_curriculum.config import Curriculum
 from axolotl_curriculum.cut import Rows
 from axolotl_curriculum.plugin import axolotl_pack
-from axolotl_curriculum.projection import format_table, project
+from axolotl_curriculum.projection import format_table, project, run_for
 from plan_speed import SEQ, lengths_for
 
 MODEL = {"model_type": "llama", "hidden_size": 2048, "num_hidden_layers": 16,
@@ -35,9 +33,10 @@ def main() -> None:
     steps = int(lengths.sum() / (4 * SEQ * 8 * 0.98))  # about one epoch of packed steps
     axolotl_pack(lengths[:1000], SEQ, 8, 200)  # numba compile, not timed
     t = time.perf_counter()
-    curriculum = resolve(Curriculum.model_validate({"levels": "auto"}), lengths, SEQ, steps)
-    projection = project(rows, curriculum, batch_size=4, packed=True, capacity=SEQ, bin_size=200,
-                         grad_accum=8, total_steps=steps, model_config=MODEL, pack=axolotl_pack)
+    run = run_for(rows, {"levels": "auto"}, batch_size=4, packed=True, capacity=SEQ,
+                  bin_size=200, grad_accum=8, pack=axolotl_pack, sequence_len=SEQ,
+                  total_steps=steps)
+    projection = project(run, total_steps=steps, model_config=MODEL)
     seconds = time.perf_counter() - t
     print(f"{args.n} rows, {int(lengths.sum())} tokens, {steps} optimizer steps: "
           f"plan projection {seconds:.1f} s")

@@ -7,7 +7,6 @@ import os
 import sys
 
 import numpy as np
-import torch
 import torch.distributed as dist
 from transformers import AutoModelForCausalLM
 

@@ -6,7 +6,7 @@ import json
 import pytest
 
 from conftest import two_ranks
-from e2e_checks import assert_plan_matches_log
+from e2e_checks import assert_cli_plan_equals_training, assert_plan_matches_log
 
 pytestmark = pytest.mark.e2e
 
@@ -27,7 +27,7 @@ def check_admission(recs, levels, shares, n_rows):
     assert max(waiting) > 0 and waiting[-1] == 0
 
 
-def test_pure_difficulty_curriculum_at_full_length(axolotl_train):
+def test_pure_difficulty_curriculum_at_full_length(axolotl_train, tmp_path):
     """The same input_len at every level, a growing easiest share by rarity (packed)."""
     run = axolotl_train(curriculum={"difficulty": "rarity", "levels": [
         {"input_len": 128, "max_steps": 10, "admit": 0.3},
@@ -37,6 +37,7 @@ def test_pure_difficulty_curriculum_at_full_length(axolotl_train):
     assert all(r["global_tokens_cut"] == 0 for r in recs)  # nothing is cut: whole rows only
     assert [r["level"] for r in recs] == [0] * 10 + [1] * 10 + [2] * 10
     assert_plan_matches_log(run.out)  # training's plan holds back what a level does not admit
+    assert_cli_plan_equals_training(run, tmp_path / "plan")  # and so does `plan`
 
 
 def test_two_ranks_unpacked_scored_by_the_models_loss(axolotl_train):

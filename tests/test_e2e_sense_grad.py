@@ -2,7 +2,6 @@
 
 import json
 import re
-import signal
 import subprocess
 
 import pytest
@@ -153,3 +152,40 @@ def test_resume_continues_the_level_and_refuses_a_changed_block(axolotl_train, t
     # restarted levels: the summary counts from the restart, the log keeps the steps before it
     md = assert_report(out, summary_agrees=False)
     assert "curriculum_summary.json, level 0: steps 10 (log: 20)" in md
+
+
+@pytest.mark.axolotl_api
+def test_resume_inside_filter_mode_across_an_epoch_boundary(axolotl_train, tmp_path, tiny_model):
+    """60 rows, 4 per step unpacked: 15 steps per epoch. The checkpoint (step 16) lies in the
+    second epoch, inside a filter level with rows still waiting; the resumed run must feed
+    what an uninterrupted one feeds."""
+    from axolotl_curriculum.demo import write_corpus
+
+    data = write_corpus(tmp_path / "small.jsonl", tiny_model, n=60, min_tokens=70,
+                        max_tokens=128, seed=5)
+    common = dict(datasets=[{"path": str(data), "type": "completion", "ds_type": "json"}],
+                  sample_packing=False, micro_batch_size=4, lr_scheduler="constant",
+                  warmup_steps=0, save_strategy="steps", save_steps=16,
+                  curriculum={"levels": [{"input_len": 100, "max_steps": 20}, {"input_len": 128}],
+                              "truncation": "filter"})
+    keys = ("step", "level", "input_len", "max_example_len", "tokens", "micro_batches",
+            "global_examples", "global_deferred", "global_waiting")
+    full = [[r[k] for k in keys] for r in axolotl_train(max_steps=24, **common).rank(0)]
+    assert [row[0] for row in full] == list(range(1, 25))
+    assert full[15][1] == 0 and full[15][-1] > 0  # step 16: level 0, rows waiting
+
+    out = tmp_path / "interrupted"
+
+    def train(max_steps, **extra):
+        cfg = base_config(tiny_model, data, out, max_steps=max_steps, **{**common, **extra})
+        path = tmp_path / f"filter-{max_steps}.yml"
+        path.write_text(yaml.safe_dump(cfg))
+        proc = subprocess.run(["axolotl", "train", str(path)], env=axolotl_env(),
+                              capture_output=True, text=True, timeout=900)
+        assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+
+    train(19)  # dies after step 19; the checkpoint is at 16
+    train(24, resume_from_checkpoint=str(out / "checkpoint-16"))
+    lines = (out / "curriculum_log.jsonl").read_text().splitlines()
+    resumed = sorted(([json.loads(l)[k] for k in keys] for l in lines), key=lambda row: row[0])
+    assert resumed == full

@@ -22,7 +22,6 @@ from axolotl_curriculum.plan import BatchPlan
 from axolotl_curriculum.plugin import axolotl_pack
 from axolotl_curriculum.rows import difficulty_scores, row_stats
 from axolotl_curriculum.run import CurriculumRun
-from axolotl_curriculum.schedule import Segment
 
 VOCAB = 40
 MAX_DELAY = 6  # steps from a row's draw to its feed, at most
@@ -212,7 +211,7 @@ def test_every_configuration_keeps_the_invariants(cfg):
         for k in range(sampler.steps_per_epoch):
             step = first_step + k
             level = run.timeline.level_at(step)
-            cuts, input_len = run.cuts(level), run.curriculum.input_lens[level]
+            input_len = run.curriculum.input_lens[level]
             mode = run.curriculum.truncation_of(level)
             batches = global_batches[k * per_step:(k + 1) * per_step]
             specs = [s for b in batches for s in (sum(b, []) if run.plan.packed else b)]

@@ -3,10 +3,9 @@
 import numpy as np
 import pytest
 
-from axolotl_curriculum.config import Curriculum
 from axolotl_curriculum.cut import Rows
 from axolotl_curriculum.flops import train_flops
-from axolotl_curriculum.projection import format_table, project
+from axolotl_curriculum.projection import format_table, project, run_for
 
 MODEL = {"hidden_size": 32, "num_hidden_layers": 2, "intermediate_size": 64,
          "num_attention_heads": 2, "vocab_size": 1024}
@@ -18,10 +17,10 @@ def rows_of(n=300, seed=0, low=10, high=128, first=None):
     return Rows(lengths, np.ones(n, np.int64) if first is None else first)
 
 
-def unpacked(rows, block, steps=10, batch=4, world=1, accum=1, **kw):
-    return project(rows, Curriculum.model_validate(block), batch_size=batch, world_size=world,
-                   grad_accum=accum, packed=False, total_steps=steps, shuffle=False,
-                   model_config=MODEL, **kw)
+def unpacked(rows, block, steps=10, batch=4, world=1, accum=1, sample_steps=2000, **kw):
+    run = run_for(rows, block, batch_size=batch, world_size=world, grad_accum=accum,
+                  total_steps=steps, shuffle=False, **kw)
+    return project(run, total_steps=steps, model_config=MODEL, sample_steps=sample_steps)
 
 
 def test_head_cuts_match_a_count_from_lengths():
@@ -59,7 +58,7 @@ def test_prompt_cut_and_skip_counts():
     none = unpacked(mixed, {"levels": LEVELS, "budget": "examples", "prompt_cut": "none"})
     assert none["levels"][0]["rows_skipped_no_label"] == 50
     assert none["levels"][0]["examples"] == 16 and none["levels"][0]["skipped_no_label"] >= 15
-    with pytest.raises(ValueError, match=r"levels\[0\].input_len: no example keeps a trainable"):
+    with pytest.raises(ValueError, match=r"levels\[0\].input_len: 0 examples keep a trainable"):
         unpacked(rows, {"levels": LEVELS, "prompt_cut": "none"})
 
 
@@ -84,9 +83,9 @@ def test_packed_with_axolotls_packer():
     from axolotl_curriculum.plugin import axolotl_pack
 
     rows = rows_of(n=600)
-    p = project(rows, Curriculum.model_validate({"levels": LEVELS}), batch_size=2, packed=True,
-                capacity=128, bin_size=200, total_steps=10, grad_accum=2, model_config=MODEL,
-                pack=axolotl_pack)
+    run = run_for(rows, {"levels": LEVELS}, batch_size=2, packed=True, capacity=128,
+                  bin_size=200, total_steps=10, grad_accum=2, pack=axolotl_pack)
+    p = project(run, total_steps=10, model_config=MODEL)
     short, mid, full = p["levels"]
     # An independent count of what the plan's bins hold in the short level's 4 steps.
     plan = BatchPlan(rows, batch_size=2, seed=42, capacity=128, bin_size=200, pack=axolotl_pack)
