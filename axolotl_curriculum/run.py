@@ -86,7 +86,6 @@ class CurriculumRun:
         self._cuts: dict[int, Cuts] = {}
         self._since_log: list[dict] = []
         self._gate_pending: list[torch.Tensor] = []
-        self._grad_norm = None
         self._level: int | None = None
         self._decision_fields: dict[str, Any] = {}
         self.global_step = 0  # optimizer steps finished (after a resume: the checkpoint's)
