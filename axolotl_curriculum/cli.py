@@ -7,9 +7,7 @@ the user must fix (`BadInput`, a missing file) is one line on stderr and exit st
 from __future__ import annotations
 
 import argparse
-import importlib
 import sys
-
 
 
 class BadInput(ValueError):
@@ -38,13 +36,9 @@ def main(argv: list[str] | None = None) -> int:
             from .plan_cmd import run
 
             return run(args.config, args.out, args.world_size) or 0
-        try:
-            report = importlib.import_module("axolotl_curriculum.report")
-        except ModuleNotFoundError as exc:
-            if exc.name != "axolotl_curriculum.report":
-                raise
-            raise BadInput("report is not available in this version") from None
-        return report.run(args.output_dir, args.out) or 0
+        from .report import run
+
+        return run(args.output_dir, args.out) or 0
     except (BadInput, FileNotFoundError) as exc:
         print(f"axolotl-curriculum {args.command}: {exc}", file=sys.stderr)
         return 2
