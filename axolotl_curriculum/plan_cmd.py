@@ -186,6 +186,11 @@ def plan(config: str | os.PathLike, out: str | os.PathLike | None = None,
           f"{total_steps} optimizer steps, budget {s['budget']}, "
           f"{'packed' if packed else 'not packed'}, {world} rank(s) x {grad_accum} accumulation")
     print(format_table(projection))
+    if scores is not None:
+        from axolotl.loaders import load_tokenizer
+
+        projection["difficulty"] = difficulty_view(run, dataset, load_tokenizer(cfg))
+        print(format_difficulty(projection["difficulty"]))
     if curriculum.is_auto:
         why = ("no curriculum: block (the plugin does nothing without one); levels: auto "
                "would choose" if block is None else "levels: auto chooses")
@@ -193,6 +198,44 @@ def plan(config: str | os.PathLike, out: str | os.PathLike | None = None,
     if out is not None:
         write(projection, Path(out))
     return projection
+
+
+def difficulty_view(run, dataset, tokenizer, n: int = 3, chars: int = 70) -> dict:
+    """What the difficulty score means on this data: its spread, each level's admitted share
+    and score range, and decoded examples from both ends of what each level admits."""
+    from .difficulty import admitted
+
+    scores = run.scores
+
+    def text(row: int) -> str:
+        decoded = tokenizer.decode(dataset[int(row)]["input_ids"][:48], skip_special_tokens=True)
+        return " ".join(decoded.split())[:chars]
+
+    levels = []
+    for k in range(len(run.curriculum.levels)):
+        share = run.curriculum.admit_of(k)
+        rows = np.flatnonzero(admitted(scores, share))
+        ranked = rows[np.argsort(scores[rows], kind="stable")]
+        levels.append({"level": k, "admit": share, "admitted": len(rows),
+                       "score_min": float(scores[ranked[0]]), "score_max": float(scores[ranked[-1]]),
+                       "easiest": [text(r) for r in ranked[:n]],
+                       "hardest": [text(r) for r in ranked[-n:][::-1]]})
+    finite = scores[np.isfinite(scores)]
+    return {"score": run.curriculum.difficulty.score, "rows": len(scores),
+            "quantiles": {q: float(np.quantile(finite, q / 100)) for q in (0, 10, 50, 90, 100)},
+            "levels": levels}
+
+
+def format_difficulty(view: dict) -> str:
+    q = view["quantiles"]
+    lines = [f"\ndifficulty: {view['score']} (lower is easier); over {view['rows']} examples: "
+             f"min {q[0]:.3g}, p10 {q[10]:.3g}, median {q[50]:.3g}, p90 {q[90]:.3g}, max {q[100]:.3g}"]
+    for lv in view["levels"]:
+        lines.append(f"  level {lv['level']} admits {lv['admitted']} ({100 * lv['admit']:.0f}%), "
+                     f"scores {lv['score_min']:.3g} .. {lv['score_max']:.3g}")
+        lines += [f"    easiest: {t!r}" for t in lv["easiest"]]
+        lines += [f"    hardest: {t!r}" for t in lv["hardest"]]
+    return "\n".join(lines)
 
 
 def write(projection: dict, out: Path) -> None:

@@ -37,7 +37,13 @@ def test_pure_difficulty_curriculum_at_full_length(axolotl_train, tmp_path):
     assert all(r["global_tokens_cut"] == 0 for r in recs)  # nothing is cut: whole rows only
     assert [r["level"] for r in recs] == [0] * 10 + [1] * 10 + [2] * 10
     assert_plan_matches_log(run.out)  # training's plan holds back what a level does not admit
-    assert_cli_plan_equals_training(run, tmp_path / "plan")  # and so does `plan`
+    plan = assert_cli_plan_equals_training(run, tmp_path / "plan")  # and so does `plan`
+    # plan shows what the score means here: each level's admitted share and both ends of it
+    view = plan["difficulty"]["levels"]
+    assert [lv["admitted"] for lv in view][:2] == [row["admitted"] for row in summary(run)["levels"]][:2]
+    assert view[0]["score_max"] <= view[1]["score_max"] <= view[2]["score_max"]
+    assert all(len(lv["easiest"]) == 3 and all(lv["easiest"]) for lv in view)
+    assert "difficulty: rarity (lower is easier)" in plan["stdout"]
 
 
 def test_two_ranks_unpacked_scored_by_the_models_loss(axolotl_train):
