@@ -73,7 +73,11 @@ def check_dataset_paths(raw: dict, config: Path) -> None:
 
 
 def load(config: Path) -> tuple[Any, Any]:
-    """(Axolotl cfg, training data) as `axolotl train` / `axolotl preprocess` would have them."""
+    """(Axolotl cfg, training data) as `axolotl train` / `axolotl preprocess` would have them.
+
+    Axolotl's usage telemetry is off for `plan` (it only reads data; offline, the telemetry
+    client once held a plan for minutes): set AXOLOTL_DO_NOT_TRACK=0 to keep it on."""
+    os.environ.setdefault("AXOLOTL_DO_NOT_TRACK", "1")
     from axolotl.cli.config import load_cfg
     from axolotl.common.datasets import load_datasets
     from axolotl.utils.trainer import disable_datasets_caching
