@@ -64,6 +64,7 @@ def model_scores(score: str, model, dataset, rows: Rows, *, rank: int = 0, world
     if sample is not None and sample < 1:
         chosen = np.sort(np.random.default_rng(seed).permutation(n)[: max(1, round(sample * n))])
     mine = chosen[rank::world_size]
+    mine = mine[rows.lengths[mine] >= 2]  # a row of 0-1 tokens has nothing to score (inf below)
     device = next(model.parameters()).device
     values = torch.zeros(n, dtype=torch.float64, device=device)
     training = model.training
@@ -90,7 +91,8 @@ def model_scores(score: str, model, dataset, rows: Rows, *, rank: int = 0, world
                  len(mine) / max(time.perf_counter() - start, 1e-9))
     unscored = np.ones(n, dtype=bool)
     unscored[chosen] = False
-    out[~np.isfinite(out)] = np.inf  # no scored token: the hardest (such rows are skipped anyway)
+    out[~np.isfinite(out) | (rows.lengths < 2)] = np.inf  # nothing scored: the hardest (such
+    # rows are skipped anyway)
     finite = out[~unscored & np.isfinite(out)]
     out[unscored] = float(np.median(finite)) if len(finite) else 0.0
     return out

@@ -78,7 +78,11 @@ def difficulty_scores(dataset, spec, is_boundary: np.ndarray | None = None) -> n
         if spec.column not in dataset.column_names:
             raise ValueError(f"curriculum.difficulty.column: the dataset has no column "
                              f"{spec.column!r}; its columns: {', '.join(dataset.column_names)}")
-        column = dataset[spec.column]
+        try:
+            column = np.asarray(dataset[spec.column], dtype=np.float64)
+        except (TypeError, ValueError):
+            raise ValueError(f"curriculum.difficulty.column: column {spec.column!r} must hold "
+                             "one number per example (lower = easier)") from None
     starts, lengths, ids = _flat(_table(dataset).column("input_ids"))
     return difficulty.scores(spec.score, starts, lengths, ids, index=_index(dataset),
                              is_boundary=is_boundary, seed=spec.seed, column=column)

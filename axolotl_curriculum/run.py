@@ -154,7 +154,8 @@ class CurriculumRun:
             raise ValueError(
                 f"curriculum.levels[{k}].input_len: {fed} examples keep a trainable token when cut "
                 f"to {input_len}, fewer than the {need} micro-batches of one optimizer step "
-                "(world size x gradient_accumulation_steps); raise input_len or add data")
+                "(world size x gradient_accumulation_steps); raise input_len"
+                f"{' or admit' if self.curriculum.admit_of(k) < 1 else ''} or add data")
 
     def _scores(self, dataset, rows: Rows, mask, model, batch_size: int) -> np.ndarray:
         spec = self.curriculum.difficulty

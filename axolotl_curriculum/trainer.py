@@ -17,6 +17,7 @@ from typing import Any
 import torch
 from torch.utils.data import DataLoader, SequentialSampler
 from transformers import TrainerCallback
+from transformers.trainer_utils import seed_worker
 
 from .config import Curriculum
 from .plan import Packer
@@ -56,8 +57,6 @@ def train_dataloader(trainer, run: CurriculumRun, pack: Packer | None,
     else:
         shape = dict(batch_size=trainer._train_batch_size)
     workers = args.dataloader_num_workers
-    from transformers.trainer_utils import seed_worker
-
     loader = run.train_loader(
         dataset, trainer.data_collator, **shape, accelerator=trainer.accelerator,
         seed=args.data_seed if getattr(args, "data_seed", None) is not None else args.seed,

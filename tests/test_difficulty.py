@@ -125,3 +125,12 @@ def test_same_input_len_with_a_growing_admit_is_a_pure_difficulty_curriculum():
         {"input_len": 128, "max_steps": 5, "admit": 0.3}, {"input_len": 128, "max_steps": 5, "admit": 0.7},
         {"input_len": 128}]})
     assert [cur.admit_of(k) for k in range(3)] == [0.3, 0.7, 1.0]
+
+
+def test_a_column_that_is_not_numeric_is_named():
+    ds = Dataset.from_list([{"input_ids": [1, 2], "grade": "easy"}, {"input_ids": [3], "grade": "hard"}])
+    spec = Difficulty.model_validate(Difficulty.validate_raw({"score": "column", "column": "grade"}))
+    with pytest.raises(ValueError, match="curriculum.difficulty.column: column 'grade' must hold one number"):
+        difficulty_scores(ds, spec)
+    with pytest.raises(ValueError, match="the dataset has no column 'score'"):
+        difficulty_scores(ds, Difficulty(score="column", column="score"))

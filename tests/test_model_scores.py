@@ -81,3 +81,11 @@ def test_two_gloo_ranks_hold_the_same_scores(tiny_model, tmp_path):
     alone = model_scores("ifd", AutoModelForCausalLM.from_pretrained(tiny_model), dataset,
                          row_stats(dataset))
     np.testing.assert_allclose(a, alone, rtol=1e-5)  # the shards add up to the whole
+
+
+def test_rows_too_short_to_score_are_the_hardest(tiny_model):
+    rows = [{"input_ids": [5], "labels": [5]}, {"input_ids": [5, 6, 7], "labels": [5, 6, 7]}]
+    dataset = Dataset.from_list(rows)
+    got = model_scores("loss", AutoModelForCausalLM.from_pretrained(tiny_model), dataset,
+                       row_stats(dataset))
+    assert got[0] == np.inf and np.isfinite(got[1])
