@@ -130,6 +130,8 @@ class CurriculumRun:
         self.rows, self.plan, self._cuts = rows, plan, {}
         if self.curriculum.difficulty is not None and scores is None:
             raise ValueError("curriculum.difficulty: the run needs the examples' scores")
+        if scores is not None:  # a row that cannot train takes no admission slot
+            scores = np.where(rows.first_label < rows.lengths, scores, np.inf)
         self.scores = scores
         if self.curriculum.is_auto:
             from .auto import as_yaml, resolve
@@ -267,7 +269,8 @@ class CurriculumRun:
         grad = norm_scalar(grad_norm, device)
         values = self.log.end_step(grad, **fields)
         if self.gate is not None:
-            self._gate_pending.append(values[[3, 2]])  # grad norm, loss
+            # grad norm, loss (plain indexing: a list index would copy it to the device)
+            self._gate_pending.append(torch.stack([values[3], values[2]]))
             if global_step % self.sense_grad.check_every == 0:
                 self.check(global_step)
         if self.log.pending >= FLUSH_EVERY:
