@@ -27,19 +27,23 @@ def padding_mask(inputs: Mapping[str, torch.Tensor], pad_token_id: int | None) -
 
 
 def measure_batch(inputs: Mapping[str, torch.Tensor], pad_token_id: int | None) -> torch.Tensor:
-    """Return a device tensor [longest example, non-padding tokens] for one micro-batch."""
+    """Return a device tensor [longest example, non-padding tokens, sum of squared example
+    lengths] for one micro-batch. The last is attention's share of the compute (flops.py):
+    an example of n tokens has positions 0..n-1, and the sum of 2p + 1 over them is n^2."""
     pos = inputs.get("position_ids")
     mask = inputs.get("attention_mask")
     if pos is not None and pos.dim() == 2:
         pad = padding_mask(inputs, pad_token_id)
         longest = pos.masked_fill(pad, -1).max() + 1
         tokens = (~pad).sum()
+        len_sq = (2 * pos + 1).masked_fill(pad, 0).sum()
     elif mask is not None:
         per_row = (mask != 0).sum(dim=-1)
-        longest, tokens = per_row.max(), per_row.sum()
+        longest, tokens, len_sq = per_row.max(), per_row.sum(), (per_row * per_row).sum()
     else:
         ids = inputs["input_ids"]
         # torch.full fills on the device; torch.tensor would copy from the host and block
         longest = torch.full((), ids.shape[-1], device=ids.device)
         tokens = torch.full((), ids.numel(), device=ids.device)
-    return torch.stack([longest.to(torch.int64), tokens.to(torch.int64)])
+        len_sq = tokens * longest
+    return torch.stack([longest.to(torch.int64), tokens.to(torch.int64), len_sq.to(torch.int64)])

@@ -270,7 +270,7 @@ class CurriculumRun:
         values = self.log.end_step(grad, **fields)
         if self.gate is not None:
             # grad norm, loss (plain indexing: a list index would copy it to the device)
-            self._gate_pending.append(torch.stack([values[3], values[2]]))
+            self._gate_pending.append(torch.stack([values[4], values[3]]))
             if global_step % self.sense_grad.check_every == 0:
                 self.check(global_step)
         if self.log.pending >= FLUSH_EVERY:

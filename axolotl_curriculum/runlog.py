@@ -63,7 +63,8 @@ class RunLog:
         self.path.write_text("".join(dumps(r) + "\n" for r in kept))
 
     def add_micro_batch(self, measured: torch.Tensor) -> None:
-        """One micro-batch's device tensor [longest example, tokens, loss]."""
+        """One micro-batch's device tensor [longest example, tokens, sum of squared example
+        lengths, loss]."""
         self._micro.append(measured)
 
     @property
@@ -73,12 +74,12 @@ class RunLog:
     def end_step(self, grad_norm: torch.Tensor, **fields) -> torch.Tensor:
         """Close a step: reduce its micro-batches on the device, keep the host fields.
 
-        Returns the step's device tensor [longest example, tokens, loss, grad norm]."""
+        Returns the step's device tensor [longest example, tokens, len_sq, loss, grad norm]."""
         stacked = torch.stack(self._micro)
         fields["micro_batches"] = len(self._micro)
         self._micro = []
         values = torch.stack([stacked[:, 0].max(), stacked[:, 1].sum(), stacked[:, 2].sum(),
-                              grad_norm])
+                              stacked[:, 3].sum(), grad_norm])
         self._pending.append((fields, values))
         return values
 
@@ -99,8 +100,9 @@ class RunLog:
         values = torch.stack([t for _, t in self._pending]).cpu().tolist()
         records = [
             {"step": fields["step"], "rank": self.rank, **fields, "max_example_len": int(longest),
-             "tokens": int(tokens), "loss": loss, "grad_norm": grad_norm}
-            for (fields, _), (longest, tokens, loss, grad_norm) in zip(self._pending, values)
+             "tokens": int(tokens), "len_sq": int(len_sq), "loss": loss, "grad_norm": grad_norm}
+            for (fields, _), (longest, tokens, len_sq, loss, grad_norm)
+            in zip(self._pending, values)
         ]
         self._pending = []
         with self.path.open("a") as f:
