@@ -24,7 +24,7 @@ from pathlib import Path
 import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path[:0] = [str(ROOT), str(ROOT / "benchmarks")]
+sys.path[:0] = [str(ROOT)]
 
 from axolotl_curriculum.demo import axolotl_env, base_config, build_tiny_model, write_corpus  # noqa: E402
 
@@ -56,15 +56,36 @@ def checks(cpu: bool) -> dict[str, dict]:
     }
 
 
+def wider(out: Path, tokenizer_dir: Path, hidden: int, layers: int, seq: int) -> Path:
+    """The tiny llama's tokenizer with a wider, deeper body (GPU-sized)."""
+    import shutil
+
+    import torch
+    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
+
+    if (out / "config.json").exists():
+        return out
+    out.mkdir(parents=True, exist_ok=True)
+    tok = AutoTokenizer.from_pretrained(tokenizer_dir)
+    for f in tokenizer_dir.glob("tokenizer*"):
+        shutil.copy(f, out / f.name)
+    torch.manual_seed(0)
+    cfg = LlamaConfig(vocab_size=len(tok), hidden_size=hidden, intermediate_size=hidden * 2,
+                      num_hidden_layers=layers, num_attention_heads=hidden // 32,
+                      num_key_value_heads=hidden // 32, max_position_embeddings=seq * 2,
+                      bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id,
+                      pad_token_id=tok.pad_token_id)
+    LlamaForCausalLM(cfg).save_pretrained(out)
+    return out
+
+
 def build(out: Path, cpu: bool) -> tuple[Path, Path, dict]:
     tiny = build_tiny_model(out / "tiny")
     if cpu:
         model, seq = tiny, 128
     else:
-        from experiment import build_model
-
         seq = 1024
-        model = build_model(out / "model", {"hidden": 512, "layers": 4, "seq": seq}, tiny)
+        model = wider(out / "model", tiny, hidden=512, layers=4, seq=seq)
     data = write_corpus(out / "corpus.jsonl", tiny, n=2000 if cpu else 4000, min_tokens=seq // 4,
                         max_tokens=seq)
     common = dict(sequence_len=seq, micro_batch_size=2 if cpu else 4, max_steps=30 if cpu else 60,

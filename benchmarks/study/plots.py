@@ -1,0 +1,80 @@
+"""The experiment's figures, one PNG each: eval loss against FLOPs with a band over seeds, the
+stability sweep, loss per length bucket."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+
+
+def _axes(size: tuple[float, float]):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt.subplots(figsize=size)
+
+
+def _save(fig, ax, path: Path, title: str, xlabel: str, ylabel: str, legend: int = 7) -> Path:
+    import matplotlib.pyplot as plt
+
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    ax.legend(fontsize=legend)
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+    return path
+
+
+def loss_vs_flops(groups: dict[str, list[tuple[np.ndarray, np.ndarray]]], target: float,
+                  path: Path, title: str) -> Path:
+    """groups: arm -> per seed (flops at each eval, eval loss). Mean over seeds on a common
+    FLOPs grid, band = min..max over seeds."""
+    fig, ax = _axes((8, 5))
+    for i, (arm, curves) in enumerate(groups.items()):
+        curves = [c for c in curves if len(c[0]) > 1]
+        if not curves:
+            continue
+        hi = min(c[0][-1] for c in curves)
+        lo = max(c[0][0] for c in curves)
+        grid = np.linspace(lo, hi, 50)
+        ys = np.array([np.interp(grid, x, y) for x, y in curves])
+        ax.plot(grid, ys.mean(0), color=f"C{i % 10}", label=f"{arm} ({len(curves)} seeds)", lw=1.2)
+        ax.fill_between(grid, ys.min(0), ys.max(0), color=f"C{i % 10}", alpha=0.15)
+    if math.isfinite(target):
+        ax.axhline(target, color="k", ls=":", lw=1, label="target: tuned baseline's best")
+    return _save(fig, ax, path, title, "training FLOPs (6N per token + attention, from what was fed)",
+                 "eval loss (held-out, full length)")
+
+
+def sweep(points: dict[str, dict[float, float]], path: Path, title: str) -> Path:
+    """points: curve label -> {lr multiplier: best eval loss (nan: diverged)}."""
+    fig, ax = _axes((7, 4.5))
+    for i, (label, pts) in enumerate(points.items()):
+        xs = sorted(pts)
+        ax.plot(xs, [pts[x] for x in xs], marker="o", ls="-" if "warmup" in label else "--",
+                color=f"C{i // 2}", label=label)
+    ax.set_xscale("log", base=2)
+    return _save(fig, ax, path, title, "learning rate, x the tuned baseline's",
+                 "best eval loss (gap: diverged)")
+
+
+def buckets(values: dict[str, dict[str, float]], path: Path, title: str) -> Path:
+    """values: arm -> bucket -> mean loss over seeds."""
+    fig, ax = _axes((9, 4))
+    names = list(values)
+    keys = ("short", "mid", "long")
+    width = 0.8 / len(keys)
+    for j, k in enumerate(keys):
+        ax.bar(np.arange(len(names)) + j * width, [values[n].get(k, math.nan) for n in names],
+               width, label=k)
+    ax.set_xticks(np.arange(len(names)) + width, names, rotation=35, ha="right")
+    lows = [v for n in names for v in values[n].values() if math.isfinite(v)]
+    if lows:
+        ax.set_ylim(min(lows) * 0.95, max(lows) * 1.02)
+    return _save(fig, ax, path, title, "", "answer loss per held-out row", legend=8)

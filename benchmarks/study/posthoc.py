@@ -1,0 +1,82 @@
+"""The final models side by side on the held-out rows at full length: loss per length bucket,
+the long-range task's accuracy, and the KL between models (against the seed-to-seed KL)."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+
+BUCKETS = ("short", "mid", "long")
+
+
+def _rows(test: Path, fmt: str, limit: int) -> list[tuple[str, str, str]]:
+    """(prompt, answer, kind) per held-out row; a completion row's answer is its whole text."""
+    from axolotl.prompters import AlpacaPrompter
+
+    out = []
+    prompter = AlpacaPrompter()
+    for line in test.read_text().splitlines()[:limit]:
+        row = json.loads(line)
+        if fmt == "alpaca":
+            prompt = next(iter(prompter.build_prompt(row["instruction"], row.get("input") or None)))
+            out.append((prompt, row["output"], row.get("kind", "")))
+        else:
+            out.append(("", row["text"], row.get("kind", "")))
+    return out
+
+
+def load(path: Path):
+    from transformers import AutoModelForCausalLM
+
+    if (path / "adapter_config.json").exists():
+        from peft import AutoPeftModelForCausalLM
+
+        return AutoPeftModelForCausalLM.from_pretrained(path).eval()
+    return AutoModelForCausalLM.from_pretrained(path).eval()
+
+
+def compare(models: dict[str, Path], test: Path, fmt: str, seq: int, limit: int = 240) -> dict:
+    """Per model: answer loss per tercile of the rows' full length, recall accuracy, and the
+    mean KL per answer token from the first model (the reference) to it."""
+    import torch
+    from transformers import AutoTokenizer
+
+    rows = _rows(test, fmt, limit)
+    tok = AutoTokenizer.from_pretrained(next(iter(models.values())))
+    encoded = []
+    for prompt, answer, kind in rows:
+        p = tok(prompt)["input_ids"] if prompt else []
+        ids = (p + tok(answer)["input_ids"] + [tok.eos_token_id])[:seq]
+        if len(ids) > len(p) + 1:
+            encoded.append((ids, max(len(p), 1), kind, answer))
+    edges = np.percentile([len(ids) for ids, *_ in encoded], [100 / 3, 200 / 3])  # terciles
+    out, reference = {}, None
+    for name, path in models.items():
+        model = load(path)
+        losses = {b: [] for b in BUCKETS}
+        correct = total = 0
+        lps = []
+        with torch.no_grad():
+            for ids, start, kind, answer in encoded:
+                x = torch.tensor([ids])
+                lp = torch.log_softmax(model(x).logits[0, start - 1:-1].float(), -1)
+                target = x[0, start:]
+                nll = -lp.gather(1, target[:, None])[:, 0]
+                bucket = BUCKETS[sum(len(ids) >= e for e in edges)]
+                losses[bucket].append(float(nll.mean()))
+                lps.append(lp)  # only the reference's and this model's stay in memory
+                if kind == "recall":
+                    # the answer "<name> holds <colour>.": every answer token the argmax
+                    total += 1
+                    n = len(tok(answer)["input_ids"])
+                    correct += int(bool((lp[:n].argmax(-1) == target[:n]).all()))
+        reference = reference or lps
+        out[name] = {"buckets": {b: float(np.mean(v)) if v else math.nan for b, v in losses.items()},
+                     "loss": float(np.mean([v for vs in losses.values() for v in vs])),
+                     "recall": correct / total if total else math.nan,
+                     "kl": float(np.mean([float((p.exp() * (p - q)).sum(-1).mean())
+                                          for p, q in zip(reference, lps)]))}
+    return out

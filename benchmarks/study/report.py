@@ -1,0 +1,325 @@
+"""docs/results.md from the experiment's runs: every number with its seed count and interval."""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from pathlib import Path
+
+import numpy as np
+
+from . import plots
+from .measures import (best, compute, diverged, final, grad_cv, max_grad, mean_interval,
+                       ratio_interval, spikes, to_target)
+from .posthoc import compare
+from .runs import Run
+
+MARGIN = 0.01  # a grid cell within 1% of an arm's best eval loss counts as "as good"
+
+
+def fmt(x, spec=".3f") -> str:
+    return "n/a" if x is None or (isinstance(x, float) and not math.isfinite(x)) else format(x, spec)
+
+
+def pm(values, spec=".3f") -> str:
+    """mean ± 95% half-width over seeds (n)."""
+    m, h = mean_interval(values)
+    n = sum(math.isfinite(v) for v in values)
+    return f"{fmt(m, spec)} ± {fmt(h, spec)} (n={n})" if math.isfinite(h) else f"{fmt(m, spec)} (n={n})"
+
+
+def ratio_cell(base, arm) -> tuple[str, str]:
+    r, lo, hi = ratio_interval(base, arm)
+    if not math.isfinite(r):
+        return "n/a", "-"
+    cell = f"{r:.2f}x [{fmt(lo, '.2f')}, {fmt(hi, '.2f')}]"
+    verdict = ("-" if not math.isfinite(lo) else "yes, > 1" if lo > 1 else "yes, < 1" if hi < 1
+               else "no: noise")
+    return cell, verdict
+
+
+class Setting:
+    """One setting's runs with their measurements."""
+
+    def __init__(self, res: dict):
+        from transformers import AutoConfig
+
+        self.res, self.s = res, res["setting"]
+        self.model_config = AutoConfig.from_pretrained(self.s.model)
+        self.equal = res["equal"]
+
+    def curve(self, run: Run, key: str = "flops") -> np.ndarray:
+        return compute(run.records, self.model_config)[key]
+
+    def runs(self, arm: str, knobs=None) -> list[Run]:
+        knobs = knobs or self.equal
+        return [r for r in self.res["main"] if r.arm == arm and r.knobs == knobs and r.ok]
+
+    def target(self, pick=best) -> float:
+        """The loss every tuned-baseline seed reached (the highest of their best / final)."""
+        vals = [pick(r.evals) for r in self.runs("baseline")]
+        vals = [v for v in vals if math.isfinite(v)]
+        return max(vals) if vals else math.nan
+
+    def spend(self, runs: list[Run], target: float, key: str) -> list[float]:
+        return [to_target(r.evals, self.curve(r, key), target) for r in runs]
+
+
+def setting_section(st: Setting, out: Path, figures: list[str]) -> tuple[list[str], dict]:
+    s, res = st.s, st.res
+    name = s.name
+    dims = st.model_config
+    lines = [f"## Setting: {name}", "",
+             f"Model: llama {dims.num_hidden_layers} layers x {dims.hidden_size} hidden, vocabulary "
+             f"{dims.vocab_size}" + (" (pretrained here on the general text, cached)"
+                                     if name != "scratch" else " (from scratch)")
+             + (", LoRA r=16 on every linear layer" if name == "lora" else ", full weights")
+             + f". sequence_len {s.seq}, packed, {s.mbs} rows per micro-batch, {s.steps} steps, "
+             f"cosine schedule, base learning rate {s.lr:g}, eval every {s.eval_every} steps. "
+             f"Data: {s.data['describe']}.", ""]
+    # -- tuning grid
+    grid = res["grid_knobs"]
+    lines += ["### The (learning rate x warmup) grid, seed 0: best eval loss", "",
+              "| arm | " + " | ".join(f"LR x{k.lr_mult:g}, warmup {k.warmup:.0%}" for k in grid)
+              + " | tuned | cells within 1% of the arm's best |",
+              "|---|" + "---|" * (len(grid) + 2)]
+    for arm, knobs in res["tuned"].items():
+        cells = {r.knobs: best(r.evals) for r in res["grid"] if r.arm == arm}
+        top = cells[knobs]
+        near = sum(1 for v in cells.values() if math.isfinite(v) and v <= top * (1 + MARGIN))
+        lines.append(f"| {arm} | " + " | ".join(fmt(cells.get(k)) for k in grid)
+                     + f" | {knobs.tag} | {near} of {len(grid)} |")
+    lines += ["", "Every other arm runs at the tuned baseline's settings "
+              f"({st.equal.tag}): equal settings. The staircase is also run at its own tuned "
+              "settings when they differ.", ""]
+    # -- compute to target
+    target, target_final = st.target(best), st.target(final)
+    base_runs = st.runs("baseline")
+    base_f = st.spend(base_runs, target, "flops")
+    base_t = st.spend(base_runs, target, "tokens")
+    base_ff = st.spend(base_runs, target_final, "flops")
+    rows, summary = [], {}
+    arms = [(a, st.equal) for a in dict.fromkeys(r.arm for r in res["main"])]
+    if "staircase" in res["tuned"] and res["tuned"]["staircase"] != st.equal:
+        arms.append(("staircase", res["tuned"]["staircase"]))
+    for arm, knobs in arms:
+        rs = st.runs(arm, knobs)
+        if not rs:
+            continue
+        label = arm if knobs == st.equal else f"{arm} (own tuning {knobs.tag})"
+        f_cell, f_verdict = ratio_cell(base_f, st.spend(rs, target, "flops"))
+        t_cell, _ = ratio_cell(base_t, st.spend(rs, target, "tokens"))
+        ff_cell, _ = ratio_cell(base_ff, st.spend(rs, target_final, "flops"))
+        reached = sum(math.isfinite(x) for x in st.spend(rs, target, "flops"))
+        wall = [r.seconds for r in rs]
+        rows.append(f"| {label} | {pm([best(r.evals) for r in rs])} | {pm([final(r.evals) for r in rs])}"
+                    f" | {f_cell} | {f_verdict} | {t_cell} | {reached}/{len(rs)} | {ff_cell} | "
+                    f"{pm(wall, '.0f')} |")
+        summary[label] = {"flops_ratio": ratio_interval(base_f, st.spend(rs, target, "flops")),
+                          "reached": reached, "n": len(rs),
+                          "best": mean_interval([best(r.evals) for r in rs])}
+    lines += ["### Compute to the tuned baseline's best eval loss", "",
+              f"Target: {fmt(target)}, the highest of the tuned baseline seeds' best eval losses "
+              f"(their final: {fmt(target_final)}). Ratios are the baseline's compute over the "
+              "arm's (geometric means over seeds; > 1: the arm needs less), 95% Welch t intervals "
+              "on the logs; compute is interpolated between evals. An arm whose seeds did not all "
+              "reach the target has no interval: its ratio covers only the seeds that did.", "",
+              "| arm | best eval loss | final eval loss | FLOPs ratio [95% CI] | interval excludes 1? "
+              "| tokens ratio [95% CI] | reached | FLOPs ratio to the baseline's final loss | wall s |",
+              "|---|---|---|---|---|---|---|---|---|"] + rows + [""]
+    curves = {}
+    for arm, knobs in arms:
+        rs = st.runs(arm, knobs)
+        label = arm if knobs == st.equal else f"{arm} (own tuning)"
+        curves[label] = [(st.curve(r)[[e[0] - 1 for e in r.evals if e[0] - 1 < len(r.records)]],
+                          np.array([e[1] for e in r.evals if e[0] - 1 < len(r.records)]))
+                         for r in rs]
+    fig = f"results_{name}_loss_flops.png"
+    plots.loss_vs_flops(curves, target, out / fig, f"{name}: eval loss against compute")
+    figures.append(fig)
+    lines += [f"![{fig}]({fig})", ""]
+    # -- volatility at the tuned settings
+    lines += ["### Volatility at the tuned settings", "",
+              "| arm | spikes | gradient-norm CV, full-length steps | largest gradient norm |",
+              "|---|---|---|---|"]
+    for arm, knobs in arms:
+        rs = st.runs(arm, knobs)
+        label = arm if knobs == st.equal else f"{arm} (own tuning)"
+        lines.append(f"| {label} | {pm([float(spikes(r.records)) for r in rs], '.1f')} | "
+                     f"{pm([grad_cv(r.records, s.seq) for r in rs])} | "
+                     f"{pm([max_grad(r.records) for r in rs], '.2f')} |")
+    lines.append("")
+    lines += sweep_section(st, out, figures)
+    lines += schedule_section(st)
+    post_lines, post = same_solution(st, arms, out, figures)
+    lines += post_lines
+    summary["_target"] = target
+    summary["_post"] = post
+    return lines, summary
+
+
+def sweep_section(st: Setting, out: Path, figures: list[str]) -> list[str]:
+    runs = [r for r in st.res["sweep"] if r.ok or r.records]
+    if not runs:
+        return []
+    mults = sorted({r.knobs.lr_mult for r in runs})
+    lines = ["### The unstable regime: learning rates above the tuned one", "",
+             "Two seeds per cell; each cell: best eval loss (mean), spikes (mean), largest "
+             "gradient norm (max), runs diverged (a non-finite loss, or a final eval 0.5 nats "
+             "above the run's best).", "",
+             "| arm | warmup | " + " | ".join(f"LR x{m / st.equal.lr_mult:g}" for m in mults)
+             + " | largest stable LR |", "|---|---|" + "---|" * (len(mults) + 1)]
+    points = {}
+    for arm in dict.fromkeys(r.arm for r in runs):
+        for wu in sorted({r.knobs.warmup for r in runs}):
+            cells, stable = [], 1.0
+            pts = {}
+            for m in mults:
+                rs = [r for r in runs if r.arm == arm and r.knobs.warmup == wu and r.knobs.lr_mult == m]
+                if not rs:
+                    cells.append("n/a")
+                    continue
+                div = sum(diverged(r.records, r.evals) for r in rs)
+                b = float(np.nanmean([best(r.evals) for r in rs]))
+                cells.append(f"{fmt(b)}; {np.mean([spikes(r.records) for r in rs]):.1f} spikes; "
+                             f"max {np.nanmax([max_grad(r.records) for r in rs]):.1f}; "
+                             f"{div}/{len(rs)} diverged")
+                if not div:
+                    stable = max(stable, m / st.equal.lr_mult)
+                pts[m / st.equal.lr_mult] = b if not div else math.nan
+            lines.append(f"| {arm} | {wu:.0%} | " + " | ".join(cells) + f" | x{stable:g} |")
+            points[f"{arm}, warmup {wu:.0%}" if wu else f"{arm}, no warmup"] = pts
+    fig = f"results_{st.s.name}_stability.png"
+    plots.sweep(points, out / fig, f"{st.s.name}: stability sweep")
+    figures.append(fig)
+    return lines + ["", "Largest stable LR: the highest multiple of the tuned learning rate at "
+                    "which no seed diverged (x1 if none did).", "", f"![{fig}]({fig})", ""]
+
+
+def schedule_section(st: Setting) -> list[str]:
+    runs = [r for r in st.res["schedules"] if r.ok]
+    if not runs:
+        return []
+    lines = ["### The learning-rate schedule: cosine vs warmup-stable-decay", "",
+             "WSD: constant after the warmup, a linear cool-down over the last 20% of the steps. "
+             "Each schedule's ratio is against the baseline under the same schedule.", "",
+             "| arm | cosine: best eval | WSD: best eval | FLOPs ratio, cosine | FLOPs ratio, WSD |",
+             "|---|---|---|---|---|"]
+    wsd = {a: [r for r in runs if r.arm == a] for a in dict.fromkeys(r.arm for r in runs)}
+    cos = {a: st.runs(a) for a in wsd}
+    t_cos = st.target(best)
+    t_wsd = max((best(r.evals) for r in wsd.get("baseline", [])), default=math.nan)
+    for arm in wsd:
+        rc = ratio_cell(st.spend(cos["baseline"], t_cos, "flops"), st.spend(cos[arm], t_cos, "flops"))
+        rw = ratio_cell(st.spend(wsd["baseline"], t_wsd, "flops"), st.spend(wsd[arm], t_wsd, "flops"))
+        lines.append(f"| {arm} | {pm([best(r.evals) for r in cos[arm]])} | "
+                     f"{pm([best(r.evals) for r in wsd[arm]])} | {rc[0]} | {rw[0]} |")
+    return lines + [""]
+
+
+def same_solution(st: Setting, arms, out: Path, figures: list[str]) -> tuple[list[str], dict]:
+    s = st.s
+    if not s.data.get("test"):
+        return [], {}
+    ref = [r for r in st.runs("baseline") if r.seed == 0]
+    if not ref:
+        return [], {}
+    saved = lambda r: (r.out / "config.json").exists() or (r.out / "adapter_config.json").exists()  # noqa
+    models = {"baseline|0": ref[0].out}  # the reference comes first
+    for arm, knobs in arms:
+        if knobs == st.equal:
+            models.update({f"{arm}|{r.seed}": r.out for r in st.runs(arm, knobs) if saved(r)})
+    post = compare(models, s.data["test"], s.data["format"], s.seq)
+    by_arm: dict[str, list[dict]] = {}
+    for key, value in post.items():
+        by_arm.setdefault(key.split("|")[0], []).append({**value, "seed": int(key.split("|")[1])})
+    yard = [v["kl"] for v in by_arm.get("baseline", []) if v["seed"] != 0]
+    lines = ["### Same solution?", "",
+             "Final models at the tuned baseline's settings on the held-out rows at full length: "
+             "answer loss per length bucket (terciles of the held-out rows' full length, prompt included), the long-range "
+             "task's accuracy (every token of '<name> holds <colour>.' the argmax), and the mean KL "
+             "per answer token from baseline seed 0. The yardstick is the KL from baseline seed 0 to "
+             f"the other baseline seeds: {pm(yard, '.4f')}.", "",
+             "| arm | short | mid | long | recall accuracy | KL from baseline seed 0 | vs the seed-to-seed KL |",
+             "|---|---|---|---|---|---|---|"]
+    bucket_means = {}
+    for arm, vals in by_arm.items():
+        kls = [v["kl"] for v in vals if not (arm == "baseline" and v["seed"] == 0)]
+        b = {k: [v["buckets"][k] for v in vals] for k in ("short", "mid", "long")}
+        bucket_means[arm] = {k: float(np.nanmean(v)) for k, v in b.items()}
+        m_kl = float(np.mean(kls)) if kls else math.nan
+        y = float(np.mean(yard)) if yard else math.nan
+        lines.append(f"| {arm} | {pm(b['short'])} | {pm(b['mid'])} | {pm(b['long'])} | "
+                     f"{pm([v['recall'] for v in vals], '.2f')} | {pm(kls, '.4f')} | "
+                     f"{fmt(m_kl / y, '.1f') + 'x' if arm != 'baseline' and y > 0 else '-'} |")
+    fig = f"results_{s.name}_buckets.png"
+    plots.buckets(bucket_means, out / fig, f"{s.name}: held-out answer loss per length bucket")
+    figures.append(fig)
+    return lines + ["", f"![{fig}]({fig})", ""], {k: v for k, v in post.items()}
+
+
+def targets_section(summaries: dict[str, dict], results: list[dict]) -> list[str]:
+    lines = ["## The targets, met or not", ""]
+    for name, summary in summaries.items():
+        arms = {k: v for k, v in summary.items() if not k.startswith("_") and k != "baseline"}
+        if not arms:
+            continue
+        top = max(arms, key=lambda a: arms[a]["flops_ratio"][0]
+                  if math.isfinite(arms[a]["flops_ratio"][0]) and arms[a]["reached"] == arms[a]["n"]
+                  else -1)
+        r, lo, hi = arms[top]["flops_ratio"]
+        met = math.isfinite(lo) and r >= 1.5 and lo > 1
+        lines.append(f"- {name}: reach the tuned baseline's best eval loss with >= 1.5x fewer FLOPs, "
+                     f"interval above 1: best arm {top} at {fmt(r, '.2f')}x [{fmt(lo, '.2f')}, "
+                     f"{fmt(hi, '.2f')}] ({arms[top]['reached']}/{arms[top]['n']} seeds reached): "
+                     + ("**met**." if met else "**not met**."))
+    for res in results:
+        sweep = [r for r in res["sweep"]]
+        if not sweep:
+            continue
+        equal = res["equal"]
+        top = max(r.knobs.lr_mult for r in sweep)
+        by = {}
+        for r in sweep:
+            if r.knobs.lr_mult == top:
+                by.setdefault((r.arm, r.knobs.warmup), []).append(r)
+        parts = []
+        for wu in sorted({k[1] for k in by}):
+            b = [spikes(r.records) for r in by.get(("baseline", wu), [])]
+            c = [spikes(r.records) for r in by.get(("staircase", wu), [])]
+            if b and c:
+                parts.append(f"warmup {wu:.0%}: baseline {np.mean(b):.1f} spikes, staircase "
+                             f"{np.mean(c):.1f} ({'>= 2x fewer' if np.mean(b) >= 2 * max(np.mean(c), 0.5) else 'not 2x fewer'})")
+        lines.append(f"- {res['setting'].name}: at LR x{top / equal.lr_mult:g} the tuned one: "
+                     + "; ".join(parts) + ". (The sweep table gives the largest stable LR.)")
+    return lines + [""]
+
+
+def write_report(results: list[dict], out: Path, *, command: str, seconds: float, runner,
+                 preset: str, size: dict, cores: int | None) -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    trained = sum(not r.cached for r in runner.done)
+    lines = ["# Results: staged input lengths against a tuned baseline", "",
+             f"Written by `{command}` on {time.strftime('%Y-%m-%d')}: preset `{preset}`, "
+             f"{len(runner.done)} runs through `axolotl train` ({trained} trained in this "
+             f"invocation, {len(runner.done) - trained} read from the run cache), "
+             f"{seconds / 60:.1f} min on {cores} CPU cores. Wall times are of runs sharing the "
+             "machine two at a time: compare them only within this report.", "",
+             "How to read it: every number is a mean over seeds with its 95% interval (n = seeds);"
+             " a difference whose interval includes no change is noise. Compute is FLOPs counted "
+             "from what each run fed the model (tokens and squared example lengths, measured "
+             "from the batches), not from the schedule.", ""]
+    figures: list[str] = []
+    summaries = {}
+    body = []
+    for res in results:
+        section, summary = setting_section(Setting(res), out, figures)
+        body += section
+        summaries[res["setting"].name] = summary
+    lines += targets_section(summaries, results) + body
+    (out / "results.md").write_text("\n".join(lines))
+    (out / "results.json").write_text(json.dumps(
+        {name: {k: v for k, v in s.items() if k != "_post"} | {"post": s.get("_post")}
+         for name, s in summaries.items()}, indent=1, default=float))
+    print("\n".join(lines))

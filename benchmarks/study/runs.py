@@ -1,0 +1,168 @@
+"""One training run through the real `axolotl train`, cached by what decides its outcome.
+
+A run's folder is named by a hash of its Axolotl config (arm's curriculum, seed, learning rate,
+warmup, schedule, model, data hash, ...): a finished run (`result.json` written) is read back
+instead of trained again, so an interrupted experiment resumes and a new arm runs alone.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import subprocess
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+
+from axolotl_curriculum.demo import axolotl_env, base_config
+
+RESULT = "result.json"
+
+
+@dataclass(frozen=True)
+class Setting:
+    """What every arm of one comparison shares."""
+    name: str                # "finetune", "scratch", "lora", ...
+    model: Path
+    data: dict               # data.finetune_data() / scratch_data() / user_data()
+    seq: int
+    steps: int
+    mbs: int
+    lr: float
+    eval_every: int
+    extra: tuple = ()        # more Axolotl keys, as (key, value) pairs (hashable)
+
+
+@dataclass(frozen=True)
+class Knobs:
+    """What the grid and the sweeps vary, relative to the setting."""
+    lr_mult: float = 1.0
+    warmup: float = 0.05     # share of the steps
+    schedule: str = "cosine"  # or "wsd": constant after warmup, a linear cool-down over 20%
+
+    @property
+    def tag(self) -> str:
+        return f"lr{self.lr_mult:g}-wu{self.warmup:g}" + ("" if self.schedule == "cosine"
+                                                          else f"-{self.schedule}")
+
+
+@dataclass
+class Run:
+    setting: Setting
+    arm: str
+    curriculum: dict
+    seed: int
+    knobs: Knobs = Knobs()
+    out: Path | None = None
+    seconds: float = 0.0
+    ok: bool = False
+    records: list[dict] = field(default_factory=list)   # rank 0's curriculum_log.jsonl
+    evals: list[tuple[int, float]] = field(default_factory=list)  # (step, eval loss)
+    cached: bool = False
+
+    @property
+    def name(self) -> str:
+        return f"{self.setting.name}/{self.arm}-s{self.seed}-{self.knobs.tag}"
+
+    def config(self) -> dict:
+        s, k = self.setting, self.knobs
+        fmt = s.data["format"]
+        datasets = [{"path": str(s.data["train"]), "type": fmt, "ds_type": "json"}]
+        test = ([{"path": str(s.data["test"]), "type": fmt, "ds_type": "json", "split": "train"}]
+                if s.data.get("test") else None)
+        warmup = max(1, round(s.steps * k.warmup)) if k.warmup > 0 else 0
+        cfg = base_config(
+            s.model, s.data["train"], "OUT", sequence_len=s.seq, max_steps=s.steps,
+            micro_batch_size=s.mbs, learning_rate=s.lr * k.lr_mult, seed=self.seed,
+            data_seed=self.seed, logging_steps=10, warmup_steps=warmup, use_tensorboard=True,
+            excess_length_strategy="truncate", curriculum=self.curriculum, datasets=datasets,
+            test_datasets=test, val_set_size=0 if test else 0.05, eval_strategy="steps",
+            eval_steps=s.eval_every, eval_sample_packing=False, train_on_inputs=False,
+            dataset_prepared_path=None, save_strategy="no", num_epochs=20)
+        if k.schedule == "wsd":
+            cfg.update(lr_scheduler="warmup_stable_decay", lr_scheduler_kwargs={
+                "num_decay_steps": max(1, s.steps // 5), "decay_type": "linear", "num_stable_steps":
+                    s.steps - warmup - max(1, s.steps // 5)})
+        cfg.update(dict(s.extra))
+        return cfg
+
+    def key(self) -> str:
+        blob = json.dumps({"config": self.config(), "data": self.setting.data["hash"]},
+                          sort_keys=True, default=str)
+        return hashlib.sha256(blob.encode()).hexdigest()[:10]
+
+
+def train(run: Run, work: Path) -> Run:
+    """Train `run` (or read its cached result) under work/runs/."""
+    run.out = work / "runs" / run.setting.name / f"{run.arm}-s{run.seed}-{run.knobs.tag}-{run.key()}"
+    done = run.out / RESULT
+    if done.exists():
+        saved = json.loads(done.read_text())
+        run.seconds, run.ok, run.records = saved["seconds"], saved["ok"], saved["records"]
+        run.evals = [tuple(e) for e in saved["evals"]]
+        run.cached = True
+        return run
+    run.out.mkdir(parents=True, exist_ok=True)
+    cfg = run.config()
+    cfg["output_dir"] = str(run.out)
+    cfg["dataset_prepared_path"] = str(prepared(run.setting, work))
+    path = run.out / "config.yml"
+    path.write_text(yaml.safe_dump(cfg, sort_keys=False))
+    t = time.perf_counter()
+    proc = axolotl("train", path)
+    run.seconds = time.perf_counter() - t
+    (run.out / "train.log").write_text(proc.stdout + proc.stderr)
+    log = run.out / "curriculum_log.jsonl"
+    if log.exists():
+        lines = [json.loads(l) for l in log.read_text().splitlines() if l.strip()]
+        run.records = sorted((r for r in lines if r.get("rank", 0) == 0), key=lambda r: r["step"])
+    run.evals = read_evals(run.out)
+    # a run that diverged still finished: its losses are the result
+    run.ok = proc.returncode == 0 and bool(run.records)
+    done.write_text(json.dumps({"name": run.name, "seconds": run.seconds, "ok": run.ok,
+                                "records": run.records, "evals": run.evals}))
+    return run
+
+
+def axolotl(command: str, config: Path) -> subprocess.CompletedProcess:
+    """The real CLI, one process (`--launcher python`: no accelerate launcher to start)."""
+    env = {**axolotl_env(), "OMP_NUM_THREADS": "1"}  # two runs share two cores
+    launcher = ["--launcher", "python"] if command == "train" else []
+    return subprocess.run(["axolotl", command, str(config), *launcher], env=env,
+                          capture_output=True, text=True)
+
+
+def prepared(setting: Setting, work: Path) -> Path:
+    return work / "prepared" / f"{setting.name}-{setting.data['hash']}-{setting.seq}"
+
+
+def prepare(setting: Setting, work: Path) -> None:
+    """Tokenize the setting's data once with `axolotl preprocess`, before runs start in
+    parallel: every run then loads it (Axolotl keys it by datasets, tokenizer, length)."""
+    folder = prepared(setting, work)
+    if (folder / "done").exists():
+        return
+    folder.mkdir(parents=True, exist_ok=True)
+    cfg = Run(setting, "baseline", {"levels": [{"input_len": setting.seq}]}, 0).config()
+    cfg.update(output_dir=str(folder / "out"), dataset_prepared_path=str(folder))
+    path = folder / "config.yml"
+    path.write_text(yaml.safe_dump(cfg, sort_keys=False))
+    proc = axolotl("preprocess", path)
+    (folder / "preprocess.log").write_text(proc.stdout + proc.stderr)
+    if proc.returncode:
+        raise SystemExit(f"experiment: axolotl preprocess failed, see {folder / 'preprocess.log'}")
+    (folder / "done").touch()
+
+
+def read_evals(out: Path) -> list[tuple[int, float]]:
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    evals = []
+    for ev in (out / "runs").rglob("events.out.tfevents.*") if (out / "runs").exists() else []:
+        acc = EventAccumulator(str(ev))
+        acc.Reload()
+        if "eval/loss" in acc.Tags().get("scalars", []):
+            evals += [(e.step, e.value) for e in acc.Scalars("eval/loss")]
+    return sorted(evals)

@@ -1,0 +1,63 @@
+"""The experiment's statistics (benchmarks/study/measures.py) against independent references."""
+
+import math
+import sys
+from pathlib import Path
+
+import numpy as np
+from hypothesis import given, settings, strategies as st
+from scipy import stats
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+from study.measures import compute, ratio_interval, to_target  # noqa: E402
+
+from axolotl_curriculum.flops import train_flops  # noqa: E402
+
+positive = st.floats(0.5, 50.0)
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(positive, min_size=2, max_size=6), st.lists(positive, min_size=2, max_size=6))
+def test_ratio_interval_is_welchs_interval_on_the_logs(base, arm):
+    r, lo, hi = ratio_interval(base, arm)
+    res = stats.ttest_ind(np.log(base), np.log(arm), equal_var=False)
+    assert math.isclose(r, math.exp(np.mean(np.log(base)) - np.mean(np.log(arm))), rel_tol=1e-9)
+    if np.std(np.log(base)) + np.std(np.log(arm)) > 1e-9:
+        ci = res.confidence_interval(0.95)
+        assert math.isclose(lo, math.exp(ci.low), rel_tol=1e-6)
+        assert math.isclose(hi, math.exp(ci.high), rel_tol=1e-6)
+
+
+def test_ratio_interval_needs_two_seeds_a_side():
+    r, lo, hi = ratio_interval([4.0], [2.0, 2.2])
+    assert math.isclose(r, 4.0 / math.sqrt(2.0 * 2.2)) and math.isnan(lo) and math.isnan(hi)
+    assert all(math.isnan(x) for x in ratio_interval([math.nan], [1.0]))
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.floats(0.1, 10.0), st.floats(0.01, 0.5), st.floats(0.05, 0.95))
+def test_to_target_finds_the_crossing_of_a_line(start, slope, where):
+    """Eval loss falling linearly in compute: the crossing is where the line meets the target."""
+    cum = np.cumsum(np.full(100, 7.0))  # compute after each step
+    evals = [(step, start - slope * cum[step - 1] / 100) for step in range(10, 101, 10)]
+    lo, hi = evals[0][1], evals[-1][1]
+    target = hi + where * (lo - hi)
+    expected = (start - target) * 100 / slope
+    assert math.isclose(to_target(evals, cum, target), expected, rel_tol=1e-9)
+    assert math.isnan(to_target(evals, cum, hi - 1.0))  # never reached
+    assert to_target(evals, cum, lo + 1.0) == cum[9]  # reached at the first eval
+
+
+def test_compute_counts_attention_per_example():
+    """A step's FLOPs from its logged tokens and len_sq equal train_flops over its examples."""
+    from transformers import LlamaConfig
+
+    cfg = LlamaConfig(vocab_size=1000, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+                      num_attention_heads=4, num_key_value_heads=2)
+    steps = [[30, 50, 20], [100], [7, 7, 7, 7]]
+    records = [{"tokens": sum(s), "len_sq": sum(n * n for n in s), "max_example_len": max(s)}
+               for s in steps]
+    got = compute(records, cfg)
+    want = np.cumsum([train_flops(cfg, np.array(s)) for s in steps])
+    assert np.allclose(got["flops"], want)
+    assert list(got["tokens"]) == list(np.cumsum([sum(s) for s in steps]))
