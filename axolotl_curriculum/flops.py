@@ -66,9 +66,16 @@ def flops_per_token(model_config: Any, length: int | float | np.ndarray) -> floa
     return 6 * matmul_params(model_config) + attention * np.asarray(length, dtype=np.float64)
 
 
+def fed_flops(model_config: Any, tokens, len_sq):
+    """Training FLOPs of `tokens` tokens whose examples' squared lengths sum to `len_sq` (the
+    run log's per-step `tokens` and `len_sq`, measured from the batches)."""
+    m = dims(model_config)
+    attention = 12 * m["layers"] * m["heads"] * m["head_dim"]
+    return 6 * matmul_params(model_config) * np.asarray(tokens, dtype=np.float64) \
+        + attention * np.asarray(len_sq, dtype=np.float64)
+
+
 def train_flops(model_config: Any, lengths: np.ndarray) -> float:
     """Training FLOPs of feeding examples of these lengths once (sum over examples)."""
     lengths = np.asarray(lengths, dtype=np.float64)
-    m = dims(model_config)
-    attention = 12 * m["layers"] * m["heads"] * m["head_dim"]
-    return float(6 * matmul_params(model_config) * lengths.sum() + attention * (lengths ** 2).sum())
+    return float(fed_flops(model_config, lengths.sum(), (lengths ** 2).sum()))

@@ -50,16 +50,18 @@ PRESETS = {
     # fine-tuning only; the grid for the baseline and the staircase; the other arms once tuned
     "default": dict(settings=("finetune",), seeds=3, headline_seeds=3, arms=CORE,
                     grid_lr=(0.5, 1.0, 2.0), grid_warmup=(0.02, 0.2), sweep_lr=(), schedules=False),
-    # + the extra arms, 5 seeds for the headline, the stability sweep and the schedules in the
-    # fine-tuning setting; the from-scratch and LoRA settings with the arms that decide
-    "full": dict(settings=("finetune", "scratch", "lora"), seeds=3, headline_seeds=5,
-                 arms=CORE + EXTRA, grid_lr=(0.5, 1.0, 2.0), grid_warmup=(0.02, 0.2),
-                 sweep_lr=(8.0, 32.0), schedules=True,
+    # + 5 seeds for the headline, the stability sweep and the schedules in the fine-tuning
+    # setting; the from-scratch and LoRA settings with the arms that decide (add the extra arms
+    # with --arms: cached runs are not trained again)
+    "full": dict(settings=("finetune", "scratch", "lora"), seeds=3, headline_seeds=5, arms=CORE,
+                 grid_lr=(0.5, 1.0, 2.0), grid_warmup=(0.02, 0.2), sweep_lr=(8.0, 32.0),
+                 schedules=True,
                  per_setting={"scratch": dict(arms=("baseline", "staircase", "segment", "one_word",
                                                     "warmup_shuffle"),
                                               headline_seeds=3, sweep_lr=(), schedules=False),
                               "lora": dict(arms=("baseline", "staircase", "warmup_shuffle"),
-                                           headline_seeds=3, sweep_lr=(), schedules=False)}),
+                                           grid_warmup=(0.2,), headline_seeds=3, sweep_lr=(),
+                                           schedules=False)}),
     "smoke": dict(settings=("finetune", "scratch", "lora"), seeds=2, headline_seeds=2,
                   arms=("baseline", "staircase", "one_word", "warmup_shuffle"), grid_lr=(1.0,),
                   grid_warmup=(0.02, 0.2), sweep_lr=(8.0,), schedules=True),
@@ -162,7 +164,10 @@ def main() -> int:
                     "(alpaca or completion)")
     ap.add_argument("--model", help="with --train: the base model to fine-tune (default: one "
                     "pretrained here on --train)")
-    ap.add_argument("--arms", nargs="*", help="a subset of arms (default: the preset's)")
+    ap.add_argument("--arms", nargs="*", help="the arms (default: the preset's; the baseline "
+                    "always runs)")
+    ap.add_argument("--settings", nargs="*", choices=("finetune", "scratch", "lora"),
+                    help="a subset of the preset's settings")
     args = ap.parse_args()
     preset = dict(PRESETS[args.preset])
     if args.seeds:
@@ -175,7 +180,7 @@ def main() -> int:
         ap.error(f"--arms: unknown {sorted(unknown)}; known: {sorted(arms(64, 100))}")
     started = time.perf_counter()
     runner = Runner(work, args.jobs)
-    names = ("user",) if args.train else preset["settings"]
+    names = ("user",) if args.train else args.settings or preset["settings"]
     results = []
     for name in names:
         setting = settings(name, work, size, args)

@@ -49,15 +49,21 @@ def test_to_target_finds_the_crossing_of_a_line(start, slope, where):
 
 
 def test_compute_counts_attention_per_example():
-    """A step's FLOPs from its logged tokens and len_sq equal train_flops over its examples."""
-    from transformers import LlamaConfig
+    """A step's FLOPs from its logged tokens and len_sq: 6 x (the weights of the real model's
+    linear layers) per token, plus attention's 12 x layers x heads x head_dim per token pair
+    of each example; and the same as train_flops over the step's examples."""
+    from torch import nn
+    from transformers import LlamaConfig, LlamaForCausalLM
 
     cfg = LlamaConfig(vocab_size=1000, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
                       num_attention_heads=4, num_key_value_heads=2)
+    weights = sum(m.weight.numel() for m in LlamaForCausalLM(cfg).modules()
+                  if isinstance(m, nn.Linear))
     steps = [[30, 50, 20], [100], [7, 7, 7, 7]]
     records = [{"tokens": sum(s), "len_sq": sum(n * n for n in s), "max_example_len": max(s)}
                for s in steps]
     got = compute(records, cfg)
-    want = np.cumsum([train_flops(cfg, np.array(s)) for s in steps])
+    want = np.cumsum([6 * weights * sum(s) + 12 * 2 * 4 * 16 * sum(n * n for n in s) for s in steps])
     assert np.allclose(got["flops"], want)
+    assert np.allclose(np.diff(got["flops"], prepend=0), [train_flops(cfg, np.array(s)) for s in steps])
     assert list(got["tokens"]) == list(np.cumsum([sum(s) for s in steps]))

@@ -49,6 +49,8 @@ def arms(seq: int, steps: int) -> dict[str, dict]:
         "auto": {"levels": "auto"},
         # difficulty at full length (docs/difficulty.md) and its control at the same shares
         "rarity": {"difficulty": "rarity", "levels": admit_ladder(seq, steps)},
+        "compression": {"difficulty": "compression", "levels": admit_ladder(seq, steps)},
+        "loss": {"difficulty": "loss", "levels": admit_ladder(seq, steps)},  # the base model's
         "random_admit": {"difficulty": {"score": "random", "seed": 1},
                          "levels": admit_ladder(seq, steps)},
     }
@@ -57,4 +59,4 @@ def arms(seq: int, steps: int) -> dict[str, dict]:
 # the arms every preset runs; the rest join with --arms or the full preset
 CORE = ("baseline", "staircase", "sense_grad", "segment", "filter", "examples_budget", "one_word",
         "warmup_shuffle")
-EXTRA = ("auto", "rarity", "random_admit")
+EXTRA = ("auto", "rarity", "compression", "loss", "random_admit")

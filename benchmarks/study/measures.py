@@ -12,7 +12,7 @@ import math
 import numpy as np
 
 from axolotl_curriculum.config import SenseGrad
-from axolotl_curriculum.flops import dims, matmul_params
+from axolotl_curriculum.flops import fed_flops
 from axolotl_curriculum.sense_grad import SpikeDetector
 
 
@@ -21,9 +21,7 @@ def compute(records: list[dict], model_config) -> dict[str, np.ndarray]:
     tokens = np.array([r["tokens"] for r in records], dtype=np.float64)
     len_sq = np.array([r.get("len_sq", r["tokens"] * r["max_example_len"]) for r in records],
                       dtype=np.float64)
-    m = dims(model_config)
-    flops = 6 * matmul_params(model_config) * tokens + 12 * m["layers"] * m["heads"] * m["head_dim"] * len_sq
-    return {"tokens": np.cumsum(tokens), "flops": np.cumsum(flops)}
+    return {"tokens": np.cumsum(tokens), "flops": np.cumsum(fed_flops(model_config, tokens, len_sq))}
 
 
 def best(evals) -> float:

@@ -79,7 +79,8 @@ class Run:
             data_seed=self.seed, logging_steps=10, warmup_steps=warmup, use_tensorboard=True,
             excess_length_strategy="truncate", curriculum=self.curriculum, datasets=datasets,
             test_datasets=test, val_set_size=0 if test else 0.05, eval_strategy="steps",
-            eval_steps=s.eval_every, eval_sample_packing=False, train_on_inputs=False,
+            eval_steps=s.eval_every, eval_sample_packing=False, eval_batch_size=16,
+            train_on_inputs=False,
             dataset_prepared_path=None, save_strategy="no", num_epochs=20)
         if k.schedule == "wsd":
             cfg.update(lr_scheduler="warmup_stable_decay", lr_scheduler_kwargs={
