@@ -55,7 +55,7 @@ PRESETS = {
     # with --arms: cached runs are not trained again)
     "full": dict(settings=("finetune", "scratch", "lora"), seeds=3, headline_seeds=5, arms=CORE,
                  grid_lr=(0.5, 1.0, 2.0), grid_warmup=(0.02, 0.2), sweep_lr=(8.0, 32.0),
-                 schedules=True,
+                 sweep_seeds=1, schedules=True,
                  per_setting={"scratch": dict(arms=("baseline", "staircase", "segment", "one_word",
                                                     "warmup_shuffle"),
                                               headline_seeds=3, sweep_lr=(), schedules=False),
@@ -139,7 +139,8 @@ def study(setting: Setting, preset: dict, chosen: list[str], run: Runner) -> dic
     if preset["sweep_lr"]:
         for wu in (0.0, equal.warmup):
             sweep += [Run(setting, a, all_arms[a], s, Knobs(equal.lr_mult * m, wu))
-                      for a in tuned_arms for m in preset["sweep_lr"] for s in range(2)]
+                      for a in tuned_arms for m in preset["sweep_lr"]
+                      for s in range(preset.get("sweep_seeds", 2))]
         sweep = run(sweep)
     schedules = []
     if preset["schedules"]:

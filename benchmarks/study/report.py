@@ -165,9 +165,9 @@ def sweep_section(st: Setting, out: Path, figures: list[str]) -> list[str]:
         return []
     mults = sorted({r.knobs.lr_mult for r in runs})
     lines = ["### The unstable regime: learning rates above the tuned one", "",
-             "Two seeds per cell; each cell: best eval loss (mean), spikes (mean), largest "
-             "gradient norm (max), runs diverged (a non-finite loss, or a final eval 0.5 nats "
-             "above the run's best).", "",
+             "Each cell: best eval loss (mean over its seeds), spikes (mean), largest "
+             "gradient norm (max), runs diverged of runs (a non-finite loss, or a final eval 0.5 "
+             "nats above the run's best).", "",
              "| arm | warmup | " + " | ".join(f"LR x{m / st.equal.lr_mult:g}" for m in mults)
              + " | largest stable LR |", "|---|---|" + "---|" * (len(mults) + 1)]
     points = {}
