@@ -47,14 +47,16 @@ SIZES = {
                 scratch_steps=2000, scratch_lr=6e-4),
 }
 PRESETS = {
-    # fine-tuning only; the grid for the baseline and the staircase; the other arms once tuned
+    # fine-tuning only; the grid for the baseline and the staircase; the other arms once tuned;
+    # shorter runs (80 steps; the same data and base model) so ~30 runs fit in ~30 min on 2 cores
     "default": dict(settings=("finetune",), seeds=3, headline_seeds=3, arms=CORE,
-                    grid_lr=(0.5, 1.0, 2.0), grid_warmup=(0.02, 0.2), sweep_lr=(), schedules=False),
+                    grid_lr=(1.0, 4.0), grid_warmup=(0.02, 0.2), sweep_lr=(), schedules=False,
+                    size=dict(steps=80, eval_every=10)),
     # + 5 seeds for the headline, the stability sweep and the schedules in the fine-tuning
     # setting; the from-scratch and LoRA settings with the arms that decide (add the extra arms
     # with --arms: cached runs are not trained again)
     "full": dict(settings=("finetune", "scratch", "lora"), seeds=3, headline_seeds=5, arms=CORE,
-                 grid_lr=(0.5, 1.0, 2.0), grid_warmup=(0.02, 0.2), sweep_lr=(8.0, 32.0),
+                 grid_lr=(0.5, 1.0, 2.0, 4.0), grid_warmup=(0.02, 0.2), sweep_lr=(8.0, 32.0),
                  sweep_seeds=1, schedules=True,
                  per_setting={"scratch": dict(arms=("baseline", "staircase", "segment", "one_word",
                                                     "warmup_shuffle"),
@@ -173,7 +175,7 @@ def main() -> int:
     preset = dict(PRESETS[args.preset])
     if args.seeds:
         preset.update(seeds=args.seeds, headline_seeds=max(args.seeds, preset["headline_seeds"]))
-    size = SIZES[args.size]
+    size = {**SIZES[args.size], **(preset.get("size", {}) if args.size == "small" else {})}
     work = Path(args.work) / args.size
     work.mkdir(parents=True, exist_ok=True)
     unknown = set(args.arms or ()) - set(arms(64, 100))
