@@ -194,7 +194,8 @@ def main() -> int:
         results.append(study(setting, local, picked, runner))
     command = " ".join(shlex.quote(a) for a in ["python", *sys.argv])
     write_report(results, Path(args.report), command=command, seconds=time.perf_counter() - started,
-                 runner=runner, preset=args.preset, size=size, cores=os.cpu_count())
+                 runner=runner, preset=args.preset, size=size, cores=os.cpu_count(),
+                 left_out=() if args.train else tuple(n for n in preset["settings"] if n not in names))
     return 0
 
 

@@ -297,7 +297,7 @@ def targets_section(summaries: dict[str, dict], results: list[dict]) -> list[str
 
 
 def write_report(results: list[dict], out: Path, *, command: str, seconds: float, runner,
-                 preset: str, size: dict, cores: int | None) -> None:
+                 preset: str, size: dict, cores: int | None, left_out: tuple = ()) -> None:
     out.mkdir(parents=True, exist_ok=True)
     trained = sum(not r.cached for r in runner.done)
     lines = ["# Results: staged input lengths against a tuned baseline", "",
@@ -310,6 +310,9 @@ def write_report(results: list[dict], out: Path, *, command: str, seconds: float
              " a difference whose interval includes no change is noise. Compute is FLOPs counted "
              "from what each run fed the model (tokens and squared example lengths, measured "
              "from the batches), not from the schedule.", ""]
+    if left_out:
+        lines += [f"Not in this report: the preset's {', '.join(left_out)} setting(s) "
+                  f"(`--settings {' '.join(left_out)}` runs them).", ""]
     figures: list[str] = []
     summaries = {}
     body = []
