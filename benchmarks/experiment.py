@@ -26,7 +26,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from study import data as datasets
-from study.arms import CORE, EXTRA, arms
+from study.arms import CORE, arms
 from study.models import fresh_model, pretrained
 from study.report import write_report
 from study.runs import Knobs, Run, Setting, prepare, train
@@ -195,7 +195,8 @@ def main() -> int:
     command = " ".join(shlex.quote(a) for a in ["python", *sys.argv])
     write_report(results, Path(args.report), command=command, seconds=time.perf_counter() - started,
                  runner=runner, preset=args.preset, size=size, cores=os.cpu_count(),
-                 left_out=() if args.train else tuple(n for n in preset["settings"] if n not in names))
+                 left_out=() if args.train else tuple(n for n in preset["settings"]
+                                                      if n not in names))
     return 0
 
 
