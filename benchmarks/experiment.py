@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import concurrent.futures as futures
+import json
 import os
 import shlex
 import sys
@@ -59,7 +60,7 @@ PRESETS = {
                  grid_lr=(0.5, 1.0, 2.0, 4.0), grid_warmup=(0.02, 0.2), sweep_lr=(8.0, 32.0),
                  sweep_seeds=1, schedules=True,
                  per_setting={"scratch": dict(arms=("baseline", "staircase", "segment", "one_word",
-                                                    "warmup_shuffle"),
+                                                    "warmup_shuffle"), grid_lr=(0.5, 1.0, 2.0),
                                               headline_seeds=3, sweep_lr=(), schedules=False),
                               "lora": dict(arms=("baseline", "staircase", "warmup_shuffle"),
                                            grid_warmup=(0.2,), headline_seeds=3, sweep_lr=(),
@@ -83,7 +84,7 @@ def settings(name: str, work: Path, size: dict, args) -> Setting:
         seq = size["scratch_seq"]
         data = datasets.scratch_data(work / "data-scratch", seq=seq, train_rows=1500,
                                      test_rows=size["test_rows"])
-        texts = [l for l in data["train"].read_text().splitlines()]
+        texts = [json.loads(line)["text"] for line in data["train"].read_text().splitlines()]
         model = fresh_model(work / f"scratch-{data['hash']}-{size['scratch_hidden']}", texts,
                             vocab=1024, hidden=size["scratch_hidden"],
                             layers=size["scratch_layers"], seq=seq)
