@@ -9,7 +9,7 @@ from hypothesis import given, settings, strategies as st
 from scipy import stats
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
-from study.measures import compute, ratio_interval, to_target  # noqa: E402
+from study.measures import compute, paired_interval, ratio_interval, to_target  # noqa: E402
 
 from axolotl_curriculum.flops import train_flops  # noqa: E402
 
@@ -24,6 +24,19 @@ def test_ratio_interval_is_welchs_interval_on_the_logs(base, arm):
     assert math.isclose(r, math.exp(np.mean(np.log(base)) - np.mean(np.log(arm))), rel_tol=1e-9)
     if np.std(np.log(base)) + np.std(np.log(arm)) > 1e-9:
         ci = res.confidence_interval(0.95)
+        assert math.isclose(lo, math.exp(ci.low), rel_tol=1e-6)
+        assert math.isclose(hi, math.exp(ci.high), rel_tol=1e-6)
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.tuples(positive, positive), min_size=2, max_size=6))
+def test_paired_interval_is_the_t_interval_of_the_log_ratios(pairs):
+    base, arm = [b for b, _ in pairs], [a for _, a in pairs]
+    logs = np.log(base) - np.log(arm)
+    r, lo, hi = paired_interval(base + [math.nan], arm + [1.0])  # an unreached pair is left out
+    assert math.isclose(r, math.exp(logs.mean()), rel_tol=1e-9)
+    if logs.std() > 1e-9:
+        ci = stats.ttest_1samp(logs, 0.0).confidence_interval(0.95)
         assert math.isclose(lo, math.exp(ci.low), rel_tol=1e-6)
         assert math.isclose(hi, math.exp(ci.high), rel_tol=1e-6)
 

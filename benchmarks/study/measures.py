@@ -72,6 +72,23 @@ def ratio_interval(base: list[float], arm: list[float], level: float = 0.95):
     return math.exp(diff), math.exp(diff - half), math.exp(diff + half)
 
 
+def paired_interval(base: list[float], arm: list[float], level: float = 0.95):
+    """baseline / arm compute, paired by seed (the same data order and initialisation on both
+    sides): the geometric mean of the per-seed ratios with a t interval on their logs. Pairs
+    with a side that never reached its target are left out. Returns (ratio, low, high)."""
+    from scipy import stats
+
+    logs = np.array([math.log(b / a) for b, a in zip(base, arm)
+                     if b > 0 and a > 0 and math.isfinite(b) and math.isfinite(a)])
+    if not len(logs):
+        return math.nan, math.nan, math.nan
+    mean = float(logs.mean())
+    if len(logs) < 2:
+        return math.exp(mean), math.nan, math.nan
+    half = stats.t.ppf(0.5 + level / 2, len(logs) - 1) * logs.std(ddof=1) / math.sqrt(len(logs))
+    return math.exp(mean), math.exp(mean - half), math.exp(mean + half)
+
+
 def mean_interval(values: list[float], level: float = 0.95):
     """Mean with a t interval over seeds: (mean, half-width); half-width nan below 2 values."""
     from scipy import stats

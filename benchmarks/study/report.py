@@ -11,7 +11,7 @@ import numpy as np
 
 from . import plots
 from .measures import (best, compute, diverged, final, grad_cv, max_grad, mean_interval,
-                       ratio_interval, spikes, to_target)
+                       paired_interval, ratio_interval, spikes, to_target)
 from .posthoc import compare
 from .runs import Run
 
@@ -29,8 +29,8 @@ def pm(values, spec=".3f") -> str:
     return f"{fmt(m, spec)} ± {fmt(h, spec)} (n={n})" if math.isfinite(h) else f"{fmt(m, spec)} (n={n})"
 
 
-def ratio_cell(base, arm) -> tuple[str, str]:
-    r, lo, hi = ratio_interval(base, arm)
+def ratio_cell(base, arm, interval=ratio_interval) -> tuple[str, str]:
+    r, lo, hi = interval(base, arm)
     if not math.isfinite(r):
         return "n/a", "-"
     cell = f"{r:.2f}x [{fmt(lo, '.2f')}, {fmt(hi, '.2f')}]"
@@ -64,6 +64,14 @@ class Setting:
 
     def spend(self, runs: list[Run], target: float, key: str) -> list[float]:
         return [to_target(r.evals, self.curve(r, key), target) for r in runs]
+
+    def paired(self, runs: list[Run], key: str = "flops") -> tuple[list[float], list[float]]:
+        """Per seed the baseline also ran: (its compute to its own best eval loss, the arm's
+        compute to that same loss)."""
+        base = {r.seed: r for r in self.runs("baseline")}
+        pairs = [(base[r.seed], r) for r in runs if r.seed in base]
+        return ([to_target(b.evals, self.curve(b, key), best(b.evals)) for b, _ in pairs],
+                [to_target(a.evals, self.curve(a, key), best(b.evals)) for b, a in pairs])
 
 
 def setting_section(st: Setting, out: Path, figures: list[str]) -> tuple[list[str], dict]:
@@ -111,12 +119,16 @@ def setting_section(st: Setting, out: Path, figures: list[str]) -> tuple[list[st
         f_cell, f_verdict = ratio_cell(base_f, st.spend(rs, target, "flops"))
         t_cell, _ = ratio_cell(base_t, st.spend(rs, target, "tokens"))
         ff_cell, _ = ratio_cell(base_ff, st.spend(rs, target_final, "flops"))
+        p_base, p_arm = st.paired(rs)
+        p_cell, p_verdict = ratio_cell(p_base, p_arm, paired_interval)
+        p_reached = sum(math.isfinite(x) for x in p_arm)
         reached = sum(math.isfinite(x) for x in st.spend(rs, target, "flops"))
         wall = [r.seconds for r in rs]
         rows.append(f"| {label} | {pm([best(r.evals) for r in rs])} | {pm([final(r.evals) for r in rs])}"
-                    f" | {f_cell} | {f_verdict} | {t_cell} | {reached}/{len(rs)} | {ff_cell} | "
-                    f"{pm(wall, '.0f')} |")
+                    f" | {f_cell} | {f_verdict} | {t_cell} | {reached}/{len(rs)} | {p_cell} | "
+                    f"{p_verdict} | {p_reached}/{len(p_arm)} | {ff_cell} | {pm(wall, '.0f')} |")
         summary[label] = {"flops_ratio": ratio_interval(base_f, st.spend(rs, target, "flops")),
+                          "paired": paired_interval(p_base, p_arm),
                           "reached": reached, "n": len(rs),
                           "best": mean_interval([best(r.evals) for r in rs])}
     lines += ["### Compute to the tuned baseline's best eval loss", "",
@@ -124,10 +136,14 @@ def setting_section(st: Setting, out: Path, figures: list[str]) -> tuple[list[st
               f"(their final: {fmt(target_final)}). Ratios are the baseline's compute over the "
               "arm's (geometric means over seeds; > 1: the arm needs less), 95% Welch t intervals "
               "on the logs; compute is interpolated between evals. An arm whose seeds did not all "
-              "reach the target has no interval: its ratio covers only the seeds that did.", "",
+              "reach the target has a ratio over the seeds that did. *Paired*: per seed, the "
+              "baseline's FLOPs to its own best eval loss over the arm's FLOPs to that loss, on "
+              "the same seed (same data order): the seed-to-seed spread of the data order cancels; "
+              "a t interval on the per-seed log ratios.", "",
               "| arm | best eval loss | final eval loss | FLOPs ratio [95% CI] | interval excludes 1? "
-              "| tokens ratio [95% CI] | reached | FLOPs ratio to the baseline's final loss | wall s |",
-              "|---|---|---|---|---|---|---|---|---|"] + rows + [""]
+              "| tokens ratio [95% CI] | reached | paired FLOPs ratio [95% CI] | excludes 1? | "
+              "reached | FLOPs ratio to the baseline's final loss | wall s |",
+              "|---|---|---|---|---|---|---|---|---|---|---|---|"] + rows + [""]
     curves = {}
     for arm, knobs in arms:
         rs = st.runs(arm, knobs)
@@ -273,7 +289,9 @@ def targets_section(summaries: dict[str, dict], results: list[dict]) -> list[str
         lines.append(f"- {name}: reach the tuned baseline's best eval loss with >= 1.5x fewer FLOPs, "
                      f"interval above 1: best arm {top} at {fmt(r, '.2f')}x [{fmt(lo, '.2f')}, "
                      f"{fmt(hi, '.2f')}] ({arms[top]['reached']}/{arms[top]['n']} seeds reached): "
-                     + ("**met**." if met else "**not met**."))
+                     + ("**met**." if met else "**not met**.")
+                     + " Paired by seed: {} [{}, {}].".format(
+                         *(fmt(x, ".2f") for x in arms[top]["paired"])))
     for res in results:
         sweep = [r for r in res["sweep"]]
         if not sweep:
