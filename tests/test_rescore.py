@@ -18,30 +18,42 @@ SHARES = [0.3, 0.5, 0.8, 1.0]
 STEPS = 12
 
 
-def new_run(ds, model, tmp_path):
-    run = CurriculumRun(BLOCK, tmp_path)
-    loader = run.train_loader(ds, lambda rows: rows, batch_size=2, model=model, max_steps=STEPS)
+# sense_grad that advances at its first check with enough statistics
+GATE = {"check_every": 2, "window": 3, "settle_steps": 0, "min_steps": 2, "max_grad_cv": 100.0,
+        "max_loss_slope": 1.0, "max_spikes": 100}
+
+
+def new_run(ds, model, tmp_path, block=BLOCK, steps=STEPS):
+    run = CurriculumRun(block, tmp_path, pad_token_id=0)
+    loader = run.train_loader(ds, lambda rows: rows, batch_size=2, model=model, max_steps=steps)
     return run, loader
 
 
-def train(run, loader, model, first, on_step_end=lambda g: None):
+def train(run, loader, model, first, on_step_end=lambda g: None, steps=STEPS):
     """Plain SGD steps from 1-based step `first`; returns {step: rows fed}."""
     opt = torch.optim.SGD(model.parameters(), lr=0.5)
     fed = {}
-    for g, batch in zip(range(first, STEPS + 1), loader):
+    for g, batch in zip(range(first, steps + 1), loader):
         fed[g] = [r["row"] for r in batch]
-        model(**_pad(batch, 0, "cpu")).loss.backward()
+        inputs = _pad(batch, 0, "cpu")
+        loss = model(**inputs).loss
+        loss.backward()
+        run.on_micro_batch(inputs, loss)
         opt.step()
         opt.zero_grad()
-        run.on_step_end(g)
+        run.on_step_end(g, torch.ones(()))
         on_step_end(g)
     return fed
+
+
+def dataset(tiny_model):
+    return instructions(tiny_model, n=60).add_column("row", list(range(60)))
 
 
 def test_each_switch_admits_by_the_current_models_scores_and_feeds_each_example_once(tiny_model,
                                                                                       tmp_path):
     torch.manual_seed(0)
-    ds = instructions(tiny_model, n=60).add_column("row", list(range(60)))
+    ds = dataset(tiny_model)
     model = AutoModelForCausalLM.from_pretrained(tiny_model)
     run, loader = new_run(ds, model, tmp_path)
     assert run.delay == 3  # no workers, no accumulation: the loader plans up to 3 steps ahead
@@ -77,3 +89,22 @@ def test_each_switch_admits_by_the_current_models_scores_and_feeds_each_example_
 
 def test_rescore_needs_a_model_score_and_is_accepted_with_one():
     assert Curriculum.model_validate(BLOCK).difficulty.rescore
+
+
+def test_a_sense_grad_advance_re_scores_at_the_step_end_that_decides(tiny_model, tmp_path):
+    block = {"difficulty": {"score": "loss", "rescore": True}, "sense_grad": GATE, "levels": [
+        {"input_len": 64, "max_steps": 50, "admit": 0.3},
+        {"input_len": 64, "max_steps": 50, "admit": 0.6}, {"input_len": 64}]}
+    ds, model = dataset(tiny_model), AutoModelForCausalLM.from_pretrained(tiny_model)
+    run, loader = new_run(ds, model, tmp_path, block, steps=14)
+    fed = train(run, loader, model, 1, steps=14)
+    run.log.flush()
+    lines = [r for r in run.log.path.read_text().splitlines() if "rescore_level" in r]
+    advances = [d.step for d in run.gate.decisions if d.action == "advance"]
+    # step 4 decided level 1 from step 7 (the switch delay of 3) and re-scored then, not later;
+    # the next advance opens the last level, which admits all: no re-score
+    assert advances[:2] == [4, 10] and run._score_from == [0, 6]
+    assert len(lines) == 1 and '"step": 4' in lines[0] and '"rescore_from_step": 7' in lines[0]
+    assert all(admitted(run._score_sets[1], 0.6)[fed[g]].all() for g in range(7, 13))
+    every = [r for rows in fed.values() for r in rows]
+    assert len(every) == len(set(every))
