@@ -111,3 +111,28 @@ def test_rescore_at_the_switch_feeds_each_example_once(axolotl_train, ranks):
         lines = (run.out / f"fed.rank{r}.jsonl").read_text().splitlines()[:25]
         fed += [row for line in lines for row in json.loads(line)]
     assert len(fed) == len(set(fed)) == sum(r["global_examples"] for r in logs[0])
+
+
+def test_a_resume_after_a_rescore_admits_what_the_uninterrupted_run_admitted(axolotl_train,
+                                                                             tmp_path):
+    """The checkpoint at step 8 lies after the re-score (step 6) and before the level it admits
+    for (step 11); the resumed run, whose model would score otherwise, feeds what the
+    uninterrupted one feeds."""
+    common = dict(sample_packing=False, micro_batch_size=4, learning_rate=0.01,
+                  lr_scheduler="constant", warmup_steps=0, save_strategy="steps", save_steps=8,
+                  curriculum={"difficulty": {"score": "loss", "rescore": True}, "levels": [
+                      {"input_len": 128, "max_steps": 10, "admit": 0.3},
+                      {"input_len": 128, "max_steps": 10, "admit": 0.6}, {"input_len": 128}]})
+    keys = ("step", "level", "tokens", "global_examples", "global_deferred", "global_waiting",
+            "rescore_from_step", "rescore_changed")
+    full = axolotl_train(max_steps=25, **common)
+    recs = full.rank(0)
+    assert [r["step"] for r in recs if "rescore_level" in r] == [6]
+    full.out.rename(tmp_path / "full")  # the interrupted run trains in the same folder anew
+    axolotl_train(max_steps=10, **common)
+    state = json.loads((full.out / "checkpoint-8" / "curriculum_state.json").read_text())
+    assert state["scores"]["from_steps"] == [0, 10]  # the re-score travels with the checkpoint
+    resumed = axolotl_train(max_steps=25, resume_from_checkpoint=str(full.out / "checkpoint-8"),
+                            **common).rank(0)
+    assert [[r.get(k) for k in keys] for r in resumed] == [[r.get(k) for k in keys] for r in recs]
+    assert resumed[-1]["loss"] == pytest.approx(recs[-1]["loss"], rel=1e-3)
