@@ -130,8 +130,9 @@ class Difficulty(BaseModel):
     score: str
     column: str | None = None      # score: column: the dataset column that holds the score
     seed: int = 0                  # score: random: the draw
-    rescore: bool = False          # re-score waiting examples at each level switch (model scores)
+    rescore: bool = False          # model scores: re-score with the current model at each switch
     sample: float | None = None    # model scores: the share of the training set scored
+    cache: bool = True             # keep the scores next to the prepared dataset (score_cache.py)
 
     @classmethod
     def validate_raw(cls, data: Any) -> dict:
@@ -151,19 +152,20 @@ class Difficulty(BaseModel):
                              "{score: column, column: my_score}")
         if data.get("column") is not None and score != "column":
             raise ValueError(f"{where}.column: only used with score: column; remove it")
-        if data.get("rescore"):
-            if score not in MODEL_SCORES:
-                raise ValueError(f"{where}.rescore: re-scoring needs a model score (loss or ifd); "
-                                 f"{score!r} does not change as the model trains; remove rescore")
-            raise ValueError(f"{where}.rescore: re-scoring the waiting examples at each level "
-                             "switch is not built yet; remove rescore (the scores are taken "
-                             "once, before step 1)")
+        if "rescore" in data and not isinstance(data["rescore"], bool):
+            raise ValueError(f"{where}.rescore: got {data['rescore']!r}; use true or false")
+        if data.get("rescore") and score not in MODEL_SCORES:
+            raise ValueError(f"{where}.rescore: re-scoring needs a model score (loss or ifd); "
+                             f"{score!r} does not change as the model trains; remove rescore")
         if "sample" in data:
             if score not in MODEL_SCORES:
                 raise ValueError(f"{where}.sample: only model scores (loss, ifd) sample the data; "
                                  "remove sample")
             _check_float(f"{where}.sample", data["sample"], 0.0, 1.0, low_open=True)
         _check_int(f"{where}.seed", data.get("seed"), 0)
+        if "cache" in data and not isinstance(data["cache"], bool):
+            raise ValueError(f"{where}.cache: got {data['cache']!r}; use true or false (false "
+                             "recomputes the scores every run)")
         return data
 
 

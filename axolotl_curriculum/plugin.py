@@ -8,9 +8,11 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from axolotl.common.const import DEFAULT_DATASET_PREPARED_PATH
 from axolotl.integrations.base import BasePlugin
 
 from .config import Curriculum
+from .score_cache import FOLDER as SCORE_CACHE
 from .trainer import attach, default_resume_dir
 
 
@@ -56,4 +58,7 @@ class CurriculumPlugin(BasePlugin):
             attach(trainer, Curriculum.model_validate(cfg.curriculum), pack=axolotl_pack,
                    resume_dir=resume_dir,
                    truncate_excess=cfg.excess_length_strategy == "truncate",
-                   sequence_len=cfg.sequence_len)
+                   sequence_len=cfg.sequence_len,
+                   # next to Axolotl's prepared dataset (its default folder when unset)
+                   score_cache=Path(cfg.dataset_prepared_path or DEFAULT_DATASET_PREPARED_PATH)
+                   / SCORE_CACHE)

@@ -318,6 +318,10 @@ def render(run: Run, figures: list[tuple[str, str]]) -> str:
                    f"{'on' if cur.get('sense_grad') else 'off'}, never fits: "
                    f"{run.summary.get('never_fits')}")
     out += ["- steps by level: " + ", ".join(f"level {k} {a}-{b}" for k, a, b in segments(run))]
+    out += [f"- re-scored (rescore) at step {r['step']} for level {r['rescore_level']}, fed from step "
+            f"{r['rescore_from_step']}: {r['rescore_changed']} examples admitted instead of others "
+            f"({r['rescore_seconds']} s); the plan projects the scores taken before step 1"
+            for r in (s.head for s in run.steps) if "rescore_level" in r]
     out += [f"- note: {n}" for n in run.notes]
     out += [""] + level_tables(run) + [""] + decision_lines(run)
     out += ["", "## Figures", ""]

@@ -6,6 +6,8 @@ tokens, in a few vectorised passes: the planner never touches a row's tokens aga
 
 from __future__ import annotations
 
+import hashlib
+
 import numpy as np
 
 from . import difficulty
@@ -86,6 +88,30 @@ def difficulty_scores(dataset, spec, is_boundary: np.ndarray | None = None) -> n
     starts, lengths, ids = _flat(_table(dataset).column("input_ids"))
     return difficulty.scores(spec.score, starts, lengths, ids, index=_index(dataset),
                              is_boundary=is_boundary, seed=spec.seed, column=column)
+
+
+def content_digest(dataset, columns: tuple[str, ...] = ("input_ids", "labels", "completion_mask")
+                   ) -> str:
+    """A hash of what these columns hold, row by row, after the index mapping: the same data
+    prepared again, or loaded back from disk, has the same digest (HF's `_fingerprint` does not:
+    it follows the operations, and a reload starts a new chain)."""
+    h = hashlib.blake2b(digest_size=16)
+    table = _table(dataset)
+    for name in columns:
+        if name not in table.column_names:
+            continue
+        h.update(name.encode())
+        column = table.column(name)
+        if hasattr(column.type, "value_type"):  # a list per row
+            _, lengths, values = _flat(column)
+            h.update(np.ascontiguousarray(lengths))
+        else:
+            values = column.to_numpy(zero_copy_only=False).astype(np.float64)
+        h.update(np.ascontiguousarray(values))
+    index = _index(dataset)
+    if index is not None:
+        h.update(np.ascontiguousarray(index))
+    return h.hexdigest()
 
 
 def boundary_mask(tokenizer, marks: list[str] | tuple[str, ...]) -> np.ndarray:

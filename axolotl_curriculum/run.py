@@ -8,8 +8,10 @@ statistics only when the gate checks (every `check_every` steps) or a log line i
 
 from __future__ import annotations
 
+import bisect
 import logging
 import math
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -25,7 +27,8 @@ from .loader import LevelBatchSampler, make_loader, shard
 from .model_scores import model_scores
 from .plan import STEP_COUNTS, BatchPlan, Packer
 from .difficulty import admitted
-from .rows import boundary_mask, difficulty_scores, row_stats
+from . import score_cache
+from .rows import boundary_mask, content_digest, difficulty_scores, row_stats
 from .runlog import RunLog
 from .schedule import Segment, Timeline
 from .sense_grad import Gate
@@ -37,6 +40,14 @@ FLUSH_EVERY = 256  # steps; bounds the device-side buffer when logging is sparse
 # the same data. (preflight and restart_on_resume change nothing that was fed.)
 DATA_KEYS = ("levels", "sense_grad", "truncation", "segment_window", "boundaries", "prompt_cut",
              "keep_prompt_head", "budget", "difficulty")
+
+
+def _fed(block: dict, key: str):
+    """The part of a block's `key` that decides what is fed (the score cache does not)."""
+    value = block.get(key)
+    if key == "difficulty" and isinstance(value, dict):
+        value = {k: v for k, v in value.items() if k != "cache"}
+    return value
 
 
 def norm_scalar(grad_norm, device) -> torch.Tensor:
@@ -66,7 +77,8 @@ class CurriculumRun:
     def __init__(self, curriculum: Curriculum | dict, output_dir, *, rank: int = 0,
                  world_size: int = 1, grad_accum: int = 1,
                  reduce_mean: Callable[[torch.Tensor], torch.Tensor] | None = None,
-                 truncate_excess: bool = False, pad_token_id: int | None = None):
+                 truncate_excess: bool = False, pad_token_id: int | None = None,
+                 score_cache=None):
         self.curriculum = Curriculum.model_validate(curriculum)
         self.rank = rank
         self.batches_per_step = world_size * grad_accum
@@ -74,11 +86,16 @@ class CurriculumRun:
         self.reduce_mean = reduce_mean or (lambda t: t)
         self.truncate_excess = truncate_excess
         self.pad_token_id = pad_token_id
+        self.score_cache = score_cache  # folder of cached difficulty scores (None: not cached)
         # `levels: auto` has no ladder until the data and the run's steps are known (use_data)
         self.timeline = None if self.curriculum.is_auto else self._timeline()
         self.log = RunLog(output_dir, rank)
         self.rows: Rows | None = None
-        self.scores: np.ndarray | None = None  # per example, the difficulty score
+        # per example, the difficulty scores in effect from each 0-based step on (rescore adds)
+        self._score_from: list[int] = []
+        self._score_sets: list[np.ndarray] = []
+        self._scoring: tuple | None = None  # rescore: (dataset, model, batch size)
+        self.delay: int | None = None  # steps from a decision to the data (sense_grad, rescore)
         self.plan: BatchPlan | None = None
         self.sampler: LevelBatchSampler | None = None
         self.gate: Gate | None = None
@@ -99,21 +116,33 @@ class CurriculumRun:
                         [level.max_steps for level in self.curriculum.levels])
 
     # -- data ---------------------------------------------------------------------------------
-    def cuts(self, level: int) -> Cuts:
-        if level not in self._cuts:
-            cur = self.curriculum
+    def cuts(self, level: int, version: int | None = None) -> Cuts:
+        """What `level` feeds of each row, admitted by the scores of `version` (default: the
+        latest; `rescore` adds one at each switch)."""
+        version = len(self._score_sets) - 1 if version is None else version
+        if (level, version) not in self._cuts:
+            cur, scores = self.curriculum, self._score_sets[version] if self._score_sets else None
             cuts = level_cuts(
                 self.rows, cur.input_lens[level], cur.truncation_of(level),
                 window=cur.segment_window, prompt_cut=cur.prompt_cut,
                 keep_prompt_head=cur.keep_prompt_head, last_level=level == self.timeline.last_level,
                 truncate_excess=self.truncate_excess)
-            if self.scores is not None and cur.admit_of(level) < 1:
+            if scores is not None and cur.admit_of(level) < 1:
                 # not admitted yet: waits for the level that admits it, as filter mode's rows do
-                ok = admitted(self.scores, cur.admit_of(level))
+                ok = admitted(scores, cur.admit_of(level))
                 cuts = Cuts(cuts.head, cuts.start, cuts.end, cuts.fed & ok,
                             cuts.waits | (~ok & cuts.fed), cuts.too_long)
-            self._cuts[level] = cuts
-        return self._cuts[level]
+            self._cuts[level, version] = cuts
+        return self._cuts[level, version]
+
+    def cuts_at(self, step: int) -> Cuts:
+        """What 0-based `step` feeds: its level, admitted by the scores in effect then."""
+        return self.cuts(self.timeline.level_at(step), bisect.bisect_right(self._score_from, step) - 1)
+
+    @property
+    def scores(self) -> np.ndarray | None:
+        """Per example, the latest difficulty scores."""
+        return self._score_sets[-1] if self._score_sets else None
 
     def levels_in_use(self) -> list[int]:
         return [k for k, cap in enumerate(self.timeline.max_steps) if cap != 0]
@@ -132,7 +161,7 @@ class CurriculumRun:
             raise ValueError("curriculum.difficulty: the run needs the examples' scores")
         if scores is not None:  # a row that cannot train takes no admission slot
             scores = np.where(rows.first_label < rows.lengths, scores, np.inf)
-        self.scores = scores
+        self._score_from, self._score_sets = ([0], [scores]) if scores is not None else ([], [])
         if self.curriculum.is_auto:
             from .auto import as_yaml, resolve
 
@@ -143,29 +172,62 @@ class CurriculumRun:
             self.timeline = self._timeline()
             if self.rank == 0:
                 LOG.info("curriculum: levels: auto chose\n%s", as_yaml(self.curriculum))
-        need = self.batches_per_step
         for k, input_len in enumerate(self.curriculum.input_lens):
             fed = int(self.cuts(k).fed.sum())
-            if fed >= need:
+            if fed >= self.batches_per_step:
                 continue
             if self.curriculum.truncation_of(k) == "filter" and k < self.timeline.last_level:
                 LOG.warning("curriculum: level %d (input_len %d, filter) admits %d examples, fewer "
-                            "than the %d micro-batches of a step; skipping it", k, input_len, fed, need)
+                            "than the %d micro-batches of a step; skipping it", k, input_len, fed,
+                            self.batches_per_step)
                 self.timeline.max_steps[k] = 0
                 continue
-            raise ValueError(
-                f"curriculum.levels[{k}].input_len: {fed} examples keep a trainable token when cut "
-                f"to {input_len}, fewer than the {need} micro-batches of one optimizer step "
-                "(world size x gradient_accumulation_steps); raise input_len"
-                f"{' or admit' if self.curriculum.admit_of(k) < 1 else ''} or add data")
+            self._too_few(k, fed)
 
-    def _scores(self, dataset, rows: Rows, mask, model, batch_size: int) -> np.ndarray:
+    def _too_few(self, k: int, fed: int) -> None:
+        raise ValueError(
+            f"curriculum.levels[{k}].input_len: {fed} examples keep a trainable token when cut "
+            f"to {self.curriculum.input_lens[k]}, fewer than the {self.batches_per_step} "
+            "micro-batches of one optimizer step (world size x gradient_accumulation_steps); "
+            f"raise input_len{' or admit' if self.curriculum.admit_of(k) < 1 else ''} or add data")
+
+    def _scores(self, dataset, rows: Rows, mask, model, batch_size: int, tokenizer) -> np.ndarray:
+        """The initial difficulty scores, from the cache when every rank finds them there."""
+        spec = self.curriculum.difficulty
+        if spec.score in MODEL_SCORES and model is None:
+            raise ValueError(f"curriculum.difficulty: {spec.score} scores examples with the model "
+                             "being trained; pass model= to train_loader")
+        compute = lambda: self._compute_scores(dataset, rows, mask, model, batch_size)  # noqa: E731
+        if self.score_cache is None or not spec.cache:
+            return compute()
+        columns = ("input_ids", "labels", "completion_mask", *([spec.column] if spec.column else []))
+        parts = {"dataset": {"rows": len(rows), "content": content_digest(dataset, columns)},
+                 "tokenizer": score_cache.tokenizer_part(tokenizer),
+                 "score": spec.model_dump(exclude={"rescore", "cache"}),
+                 "boundaries": score_cache.key({"mask": np.flatnonzero(mask).tolist()})
+                 if spec.score == "segments" else None,
+                 "model": score_cache.model_part(model) if spec.score in MODEL_SCORES else None}
+        scores, path, seconds = score_cache.cached(
+            self.score_cache, parts, len(rows), compute, write=self.rank == 0,
+            all_ranks=lambda hit: self._all_ranks(hit, model))
+        if self.rank == 0:
+            if seconds is None:
+                LOG.info("curriculum: difficulty scores: loaded from cache %s", path)
+            else:
+                LOG.info("curriculum: difficulty scores: computed in %.1f s, cached at %s",
+                         seconds, path)
+        return scores
+
+    def _all_ranks(self, flag: bool, model) -> bool:
+        """Whether `flag` holds on every rank (one collective, before step 1)."""
+        device = (next(model.parameters()).device if model is not None
+                  else torch.device("cuda") if torch.cuda.is_available() else torch.device("cpu"))
+        return bool(self.reduce_mean(torch.full((), float(flag), device=device)).item() == 1)
+
+    def _compute_scores(self, dataset, rows: Rows, mask, model, batch_size: int) -> np.ndarray:
         spec = self.curriculum.difficulty
         if spec.score not in MODEL_SCORES:
             return difficulty_scores(dataset, spec, mask)
-        if model is None:
-            raise ValueError(f"curriculum.difficulty: {spec.score} scores examples with the model "
-                             "being trained; pass model= to train_loader")
         world = self.batches_per_step // self.grad_accum
         return model_scores(spec.score, model, dataset, rows, rank=self.rank, world_size=world,
                             reduce_sum=lambda t: self.reduce_mean(t) * world,
@@ -186,13 +248,13 @@ class CurriculumRun:
         down to whole optimizer steps); `current_step()`: optimizer steps finished (default:
         the steps this run was told of, `global_step`)."""
         n_batches = max(self.batches_per_step, n_batches - n_batches % self.batches_per_step)
-        delay = None
+        if self.sense_grad is not None or self.rescoring:
+            self.delay = self.switch_delay(workers)
         if self.sense_grad is not None:
-            delay = self.switch_delay(workers)
-            self.gate = self.gate or Gate(self.curriculum, self.timeline, delay)
+            self.gate = self.gate or Gate(self.curriculum, self.timeline, self.delay)
         self.sampler = LevelBatchSampler(
-            self.plan, lambda step: self.cuts(self.timeline.level_at(step)), n_batches,
-            self.batches_per_step, current_step or (lambda: self.global_step), delay, skip_trained)
+            self.plan, self.cuts_at, n_batches, self.batches_per_step,
+            current_step or (lambda: self.global_step), self.delay, skip_trained)
         return self.sampler
 
     def train_loader(self, dataset, collate_fn, batch_size: int, *, seed: int = 0,
@@ -221,7 +283,8 @@ class CurriculumRun:
         mask = (boundary_mask(tokenizer, cur.boundaries or DEFAULT_BOUNDARIES)
                 if "segment" in modes or wants_segments else None)
         rows = row_stats(dataset, mask)
-        scores = self._scores(dataset, rows, mask, model, batch_size) if cur.difficulty else None
+        scores = (self._scores(dataset, rows, mask, model, batch_size, tokenizer)
+                  if cur.difficulty else None)
         budget = cur.budget_for(pack is not None)
         plan = BatchPlan(rows, batch_size=batch_size, seed=seed, shuffle=shuffle,
                          capacity=capacity, bin_size=bin_size, pack=pack, budget=budget)
@@ -235,7 +298,9 @@ class CurriculumRun:
         self.use_data(rows, plan, sequence_len=sequence_len, total_steps=self.total_steps,
                       scores=scores)
         sampler = self.make_sampler(n_batches, current_step, num_workers, skip_trained)
-        if self.sense_grad is not None and num_workers:
+        if self.rescoring:
+            self._scoring = (dataset, model, batch_size)
+        if self.delay is not None and num_workers:
             loader_args["prefetch_factor"] = GATE_PREFETCH
         loader = make_loader(dataset, sampler, collate_fn, num_workers=num_workers, **loader_args)
         return shard(loader, accelerator) if accelerator is not None else loader
@@ -264,17 +329,53 @@ class CurriculumRun:
         if self.rank == 0:
             fields.update({f"global_{key}": value for key, value in planned.items()})
         device = self.log.device
-        if device is None:
-            return
-        grad = norm_scalar(grad_norm, device)
-        values = self.log.end_step(grad, **fields)
-        if self.gate is not None:
-            # grad norm, loss (plain indexing: a list index would copy it to the device)
-            self._gate_pending.append(torch.stack([values[4], values[3]]))
-            if global_step % self.sense_grad.check_every == 0:
-                self.check(global_step)
+        if device is not None:
+            grad = norm_scalar(grad_norm, device)
+            values = self.log.end_step(grad, **fields)
+            if self.gate is not None:
+                # grad norm, loss (plain indexing: a list index would copy it to the device)
+                self._gate_pending.append(torch.stack([values[4], values[3]]))
+                if global_step % self.sense_grad.check_every == 0:
+                    self.check(global_step)
+        if self.rescoring:
+            self._rescore_if_due(global_step)
         if self.log.pending >= FLUSH_EVERY:
             self._since_log += self.log.flush()
+
+    # -- rescore (host work, only at a level switch) ----------------------------------------------
+    @property
+    def rescoring(self) -> bool:
+        return self.curriculum.difficulty is not None and self.curriculum.difficulty.rescore
+
+    def _rescore_if_due(self, global_step: int) -> None:
+        """Re-score with the model as it is now when the next step the loader may plan (the
+        switch delay ahead; a sense_grad decision lands exactly there) opens a level that
+        admits by score. Every rank reaches the same step end, so the sharded pass agrees."""
+        if self._scoring is None:  # no loader of this run's (a projection)
+            return
+        step = global_step + self.delay - 1
+        level = self.timeline.level_at(step)
+        if (level == self.timeline.level_at(step - 1) or self.curriculum.admit_of(level) >= 1
+                or step <= self._score_from[-1]):
+            return
+        dataset, model, batch_size = self._scoring
+        before = admitted(self.scores, self.curriculum.admit_of(level))
+        start = time.perf_counter()
+        scores = self._compute_scores(dataset, self.rows, None, model, batch_size)
+        scores = np.where(self.rows.first_label < self.rows.lengths, scores, np.inf)
+        self._score_from.append(step)
+        self._score_sets.append(scores)
+        fed = int(self.cuts(level).fed.sum())
+        if fed < self.batches_per_step:
+            self._too_few(level, fed)
+        changed = int((admitted(scores, self.curriculum.admit_of(level)) != before).sum()) // 2
+        fields = {"rescore_level": level, "rescore_from_step": step + 1, "rescore_changed": changed,
+                  "rescore_seconds": round(time.perf_counter() - start, 3)}
+        self.log.annotate(global_step, **fields)
+        if self.rank == 0:
+            LOG.info("curriculum: difficulty re-scored at step %d for level %d (from step %d): "
+                     "%d examples admitted instead of others, in %.1f s", global_step, level,
+                     step + 1, changed, fields["rescore_seconds"])
 
     # -- decisions (host reads, once per check) ---------------------------------------------------
     def sync_gate(self, global_step: int) -> None:
@@ -360,7 +461,7 @@ class CurriculumRun:
         if self.gate is not None:
             self.sync_gate(global_step)
         return {"curriculum": self.curriculum.model_dump(mode="json"),
-                "timeline": self.timeline.to_dict(),
+                "timeline": self.timeline.to_dict(), "scores": self._scores_state(),
                 "gate": self.gate.state_dict() if self.gate else None,
                 "totals": {str(k): v for k, v in self.totals.items()}}
 
@@ -375,7 +476,7 @@ class CurriculumRun:
             self._restart_at(global_step)
             return
         now = self.curriculum.model_dump(mode="json")
-        changed = [key for key in DATA_KEYS if saved["curriculum"].get(key) != now.get(key)]
+        changed = [key for key in DATA_KEYS if _fed(saved["curriculum"], key) != _fed(now, key)]
         if changed:
             if not self.curriculum.restart_on_resume:
                 raise ValueError(
@@ -390,6 +491,21 @@ class CurriculumRun:
         self.totals = {int(k): v for k, v in saved.get("totals", {}).items()}
         if self.gate is not None and saved["gate"] is not None:
             self.gate.load(saved["gate"])
+        if saved.get("scores") is not None:
+            self._score_from = list(saved["scores"]["from_steps"])
+            self._score_sets = [np.array([np.inf if v is None else v for v in values])
+                                for values in saved["scores"]["sets"]]
+            self._cuts = {}
+
+    def _scores_state(self) -> dict | None:
+        """Model scores as they were taken (the checkpoint's weights would score otherwise) and
+        every re-score with the step it applies from; CPU scores are recomputed identically."""
+        spec = self.curriculum.difficulty
+        if spec is None or spec.score not in MODEL_SCORES:
+            return None
+        return {"from_steps": self._score_from,
+                "sets": [[v if math.isfinite(v) else None for v in s.tolist()]
+                         for s in self._score_sets]}
 
     def _restart_at(self, global_step: int) -> None:
         # steps already trained replay (to be skipped) at the last level; level 0 starts now

@@ -24,6 +24,7 @@ from .plan import Packer
 from .preflight import full_length_batch, preflight
 from .projection import write_run_plan
 from .run import CurriculumRun
+from .score_cache import FOLDER as SCORE_CACHE
 
 LOG = logging.getLogger("axolotl_curriculum")
 STATE_FILE = "curriculum_state.json"
@@ -133,13 +134,15 @@ def default_resume_dir(args, state) -> Path:
 
 def attach(trainer, curriculum: Curriculum | dict, pack: Packer | None = None,
            resume_dir: Callable[[Any, Any], Path | None] = default_resume_dir,
-           truncate_excess: bool = False, sequence_len: int | None = None) -> CurriculumRun:
+           truncate_excess: bool = False, sequence_len: int | None = None,
+           score_cache: str | Path | None = None) -> CurriculumRun:
     """Give `trainer` the curriculum: its train dataloader, batch measurements and log metrics.
 
     `curriculum`: the `curriculum:` block, as a `Curriculum` or the plain dict of its YAML.
     `truncate_excess`: in filter mode, rows longer than the last level are head-cut (Axolotl's
     `excess_length_strategy: truncate`) instead of skipped. `sequence_len`: the longest row
-    trained on, for `levels: auto` (default: the dataset's longest row).
+    trained on, for `levels: auto` (default: the dataset's longest row). `score_cache`: the
+    folder of cached difficulty scores (default: `curriculum_scores` under output_dir).
     """
     curriculum = Curriculum.model_validate(curriculum)
     args = trainer.args
@@ -154,7 +157,8 @@ def attach(trainer, curriculum: Curriculum | dict, pack: Packer | None = None,
         curriculum, args.output_dir, rank=args.process_index, world_size=args.world_size,
         grad_accum=args.gradient_accumulation_steps,
         reduce_mean=lambda t: trainer.accelerator.reduce(t, reduction="mean"),
-        truncate_excess=truncate_excess, pad_token_id=getattr(tokenizer, "pad_token_id", None))
+        truncate_excess=truncate_excess, pad_token_id=getattr(tokenizer, "pad_token_id", None),
+        score_cache=Path(score_cache or Path(args.output_dir) / SCORE_CACHE))
     callback = CurriculumCallback(trainer, run, resume_dir)
     trainer.get_train_dataloader = lambda: train_dataloader(trainer, run, pack, sequence_len)
 

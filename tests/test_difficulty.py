@@ -100,9 +100,8 @@ def test_admission_matches_the_share_within_one_example(scores, share):
      "curriculum.levels[1].admit: got 0.4; admission shares may not shrink"),
     ({"difficulty": {"score": "rarity", "rescore": True}, "levels": [{"input_len": 8}]},
      "curriculum.difficulty.rescore: re-scoring needs a model score"),
-    ({"difficulty": {"score": "loss", "rescore": True}, "levels": [{"input_len": 8}]},
-     "curriculum.difficulty.rescore: re-scoring the waiting examples at each level switch is not "
-     "built yet"),
+    ({"difficulty": {"score": "ifd", "rescore": "yes"}, "levels": [{"input_len": 8}]},
+     "curriculum.difficulty.rescore: got 'yes'; use true or false"),
     ({"difficulty": {"score": "rarity", "sample": 0.5}, "levels": [{"input_len": 8}]},
      "curriculum.difficulty.sample: only model scores"),
     ({"difficulty": {"score": "column"}, "levels": [{"input_len": 8}]},

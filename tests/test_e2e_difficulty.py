@@ -1,7 +1,9 @@
 """`difficulty:` through the real `axolotl train`: rarity on 1 rank packed, the model's loss on
-2 gloo ranks unpacked."""
+2 gloo ranks unpacked, the score cache across two runs, and `rescore` on 1 and 2 ranks."""
 
 import json
+import os
+from pathlib import Path
 
 import pytest
 
@@ -60,3 +62,77 @@ def test_two_ranks_unpacked_scored_by_the_models_loss(axolotl_train):
     assert "curriculum: difficulty loss scored 200 examples" in run.output
     same = ("step", "level", "micro_batches")
     assert [[r[k] for k in same] for r in r0] == [[r[k] for k in same] for r in r1]
+
+
+def test_a_second_run_loads_the_cached_scores(axolotl_train):
+    """The model's loss is scored once: a second `axolotl train` on the same data, tokenizer and
+    model loads the scores from next to the prepared dataset and feeds the same rows."""
+    config = dict(curriculum={"difficulty": "loss", "levels": [
+        {"input_len": 128, "max_steps": 10, "admit": 0.3}, {"input_len": 128}]}, max_steps=15)
+    first = axolotl_train(**config)
+    assert "difficulty scores: computed in" in first.output
+    assert "difficulty loss scored 400 examples" in first.output
+    [path] = (first.out / "prepared" / "curriculum_scores").glob("*.npy")
+    mtime, fed = path.stat().st_mtime_ns, first.rank(0)
+    second = axolotl_train(**config)
+    assert f"difficulty scores: loaded from cache {path}" in second.output
+    assert "difficulty loss scored" not in second.output  # no model pass
+    assert path.stat().st_mtime_ns == mtime
+    same = ("step", "level", "global_examples", "global_deferred", "global_waiting", "tokens")
+    assert [[r[k] for k in same] for r in second.rank(0)] == [[r[k] for k in same] for r in fed]
+
+
+@pytest.mark.parametrize("ranks", [1, 2])
+def test_rescore_at_the_switch_feeds_each_example_once(axolotl_train, ranks):
+    """`rescore: true`: the model re-scores the examples before level 1 begins; no example is
+    fed twice (a run shorter than one pass), and both ranks take the same re-scored admission."""
+    plugins = Path(__file__).with_name("plugins")
+    launch = dict(launcher_args=two_ranks(), env={"ACCELERATE_USE_CPU": "true"}) if ranks == 2 else {}
+    env = {**launch.pop("env", {}), "PYTHONPATH": f"{plugins}:{os.environ.get('PYTHONPATH', '')}"}
+    run = axolotl_train(**launch, env=env, sample_packing=False, micro_batch_size=4,
+                        max_steps=25, learning_rate=0.01,
+                        plugins=["axolotl_curriculum.CurriculumPlugin", "fed_probe.FedProbe"],
+                        curriculum={"difficulty": {"score": "loss", "rescore": True}, "levels": [
+                            {"input_len": 128, "max_steps": 10, "admit": 0.3},
+                            {"input_len": 128, "max_steps": 10, "admit": 0.6}, {"input_len": 128}]})
+    logs = [run.rank(r) for r in range(ranks)]
+    [rescore] = [r for r in logs[0] if "rescore_level" in r]  # level 2 admits all: no re-score
+    assert rescore["rescore_level"] == 1 and rescore["rescore_from_step"] == 11
+    assert rescore["step"] < 11  # taken before the loader may plan level 1
+    assert "curriculum: difficulty re-scored at step" in run.output
+    same = ("step", "level", "micro_batches", "rescore_level", "rescore_from_step", "rescore_changed")
+    for recs in logs[1:]:
+        assert [[r.get(k) for k in same] for r in recs] == [[r.get(k) for k in same] for r in logs[0]]
+    assert [r["level"] for r in logs[0]] == [0] * 10 + [1] * 10 + [2] * 5
+    waiting = [r["global_waiting"] for r in logs[0]]
+    assert waiting[9] > 0 and waiting[-1] == 0
+    fed = []
+    for r in range(ranks):  # the first 25 micro-batches each rank fetched (a prefetch may follow)
+        lines = (run.out / f"fed.rank{r}.jsonl").read_text().splitlines()[:25]
+        fed += [row for line in lines for row in json.loads(line)]
+    assert len(fed) == len(set(fed)) == sum(r["global_examples"] for r in logs[0])
+
+
+def test_a_resume_after_a_rescore_admits_what_the_uninterrupted_run_admitted(axolotl_train,
+                                                                             tmp_path):
+    """The checkpoint at step 8 lies after the re-score (step 6) and before the level it admits
+    for (step 11); the resumed run, whose model would score otherwise, feeds what the
+    uninterrupted one feeds."""
+    common = dict(sample_packing=False, micro_batch_size=4, learning_rate=0.01,
+                  lr_scheduler="constant", warmup_steps=0, save_strategy="steps", save_steps=8,
+                  curriculum={"difficulty": {"score": "loss", "rescore": True}, "levels": [
+                      {"input_len": 128, "max_steps": 10, "admit": 0.3},
+                      {"input_len": 128, "max_steps": 10, "admit": 0.6}, {"input_len": 128}]})
+    keys = ("step", "level", "tokens", "global_examples", "global_deferred", "global_waiting",
+            "rescore_from_step", "rescore_changed")
+    full = axolotl_train(max_steps=25, **common)
+    recs = full.rank(0)
+    assert [r["step"] for r in recs if "rescore_level" in r] == [6]
+    full.out.rename(tmp_path / "full")  # the interrupted run trains in the same folder anew
+    axolotl_train(max_steps=10, **common)
+    state = json.loads((full.out / "checkpoint-8" / "curriculum_state.json").read_text())
+    assert state["scores"]["from_steps"] == [0, 10]  # the re-score travels with the checkpoint
+    resumed = axolotl_train(max_steps=25, resume_from_checkpoint=str(full.out / "checkpoint-8"),
+                            **common).rank(0)
+    assert [[r.get(k) for k in keys] for r in resumed] == [[r.get(k) for k in keys] for r in recs]
+    assert resumed[-1]["loss"] == pytest.approx(recs[-1]["loss"], rel=1e-3)

@@ -243,3 +243,16 @@ def test_bad_input(tmp_path, capsys, case):
     err = capsys.readouterr().err.strip().splitlines()
     assert err[-1].startswith("axolotl-curriculum report: ") and str(run_dir) in err[-1]
     assert not (run_dir / "report.md").exists()
+
+
+def test_a_re_score_is_listed_with_its_step_and_level(tmp_path):
+    lines = make_lines(range(1, 31), ranks=2, seed=4)
+    for line in lines:
+        if line["step"] == 8:
+            line.update(rescore_level=1, rescore_from_step=11, rescore_changed=17, rescore_seconds=0.5)
+    write_run(tmp_path, lines)
+    assert report.run(tmp_path) == 0
+    md = (tmp_path / "report.md").read_text()
+    assert ("- re-scored (rescore) at step 8 for level 1, fed from step 11: 17 examples admitted "
+            "instead of others (0.5 s)") in md
+    assert md.count("re-scored") == 1
