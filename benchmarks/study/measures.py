@@ -108,10 +108,13 @@ def spikes(records: list[dict]) -> int:
     return int(sum(detect(r["grad_norm"] or math.nan, r["loss"] or math.nan) for r in records))
 
 
-def grad_cv(records: list[dict], seq: int) -> float:
-    """Gradient-norm coefficient of variation over the full-length steps only: short rows
-    change the norm's scale, so arms are compared at equal lengths."""
-    g = np.array([r["grad_norm"] for r in records if r["input_len"] >= seq
+def grad_cv(records: list[dict], seq: int, tail: float = 0.6) -> float:
+    """Gradient-norm coefficient of variation over the last `tail` of the steps, full-length
+    steps only: short rows change the norm's scale and early steps are turbulent for every
+    arm, so arms are compared over the same late window at the same length (the staged arms'
+    short levels take the first 40%)."""
+    late = records[int(len(records) * (1 - tail)):]
+    g = np.array([r["grad_norm"] for r in late if r["input_len"] >= seq
                   and r["grad_norm"] is not None], dtype=np.float64)
     g = g[np.isfinite(g)]
     return float(g.std() / g.mean()) if len(g) > 2 and g.mean() > 0 else math.nan

@@ -157,7 +157,7 @@ def setting_section(st: Setting, out: Path, figures: list[str]) -> tuple[list[st
     lines += [f"![{fig}]({fig})", ""]
     # -- volatility at the tuned settings
     lines += ["### Volatility at the tuned settings", "",
-              "| arm | spikes | gradient-norm CV, full-length steps | largest gradient norm |",
+              "| arm | spikes | gradient-norm CV, last 60% of the steps, full length | largest gradient norm |",
               "|---|---|---|---|"]
     for arm, knobs in arms:
         rs = st.runs(arm, knobs)
