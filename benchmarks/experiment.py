@@ -73,9 +73,12 @@ TUNED = ("baseline", "staircase")  # the arms tuned over the grid
 
 
 def settings(name: str, work: Path, size: dict, args) -> Setting:
-    if args.train:
-        data = datasets.user_data(Path(args.train), Path(args.test) if args.test else None,
-                                  args.format)
+    if args.train or args.datasets:
+        data = datasets.user_data(Path(args.train) if args.train else None,
+                                  Path(args.test) if args.test else None, args.format,
+                                  Path(args.datasets) if args.datasets else None)
+        if not args.model and not args.train:
+            raise SystemExit("experiment: --datasets needs --model (the base model to fine-tune)")
         model = Path(args.model) if args.model else pretrained(
             work, {**data, "pretrain": data["train"]}, size)
         return Setting(name, model, data, size["seq"], size["steps"], size["mbs"], size["lr"],
@@ -164,6 +167,8 @@ def main() -> int:
     ap.add_argument("--report", default="docs", help="where results.md and the plots go")
     ap.add_argument("--train", help="your own training rows (jsonl)")
     ap.add_argument("--test", help="your own held-out rows (jsonl)")
+    ap.add_argument("--datasets", help="a YAML file with an Axolotl `datasets:` list to train on "
+                    "(with --model; held out: --test, else 5%% of the data)")
     ap.add_argument("--format", default="alpaca", help="the Axolotl dataset type of --train/--test "
                     "(alpaca or completion)")
     ap.add_argument("--model", help="with --train: the base model to fine-tune (default: one "
@@ -184,7 +189,8 @@ def main() -> int:
         ap.error(f"--arms: unknown {sorted(unknown)}; known: {sorted(arms(64, 100))}")
     started = time.perf_counter()
     runner = Runner(work, args.jobs)
-    names = ("user",) if args.train else args.settings or preset["settings"]
+    user = bool(args.train or args.datasets)
+    names = ("user",) if user else args.settings or preset["settings"]
     results = []
     for name in names:
         setting = settings(name, work, size, args)
@@ -196,7 +202,7 @@ def main() -> int:
     command = " ".join(shlex.quote(a) for a in ["python", *sys.argv])
     write_report(results, Path(args.report), command=command, seconds=time.perf_counter() - started,
                  runner=runner, preset=args.preset, size=size, cores=os.cpu_count(),
-                 left_out=() if args.train else tuple(n for n in preset["settings"]
+                 left_out=() if user else tuple(n for n in preset["settings"]
                                                       if n not in names))
     return 0
 

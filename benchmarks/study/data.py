@@ -172,7 +172,13 @@ def scratch_data(work: Path, *, seq: int, train_rows: int, test_rows: int) -> di
                         f"log-normal lengths); {test_rows} held-out rows"}
 
 
-def user_data(train: Path, test: Path | None, fmt: str) -> dict:
-    paths = {"train": train.resolve(), **({"test": test.resolve()} if test else {})}
-    return {**paths, "hash": digest(*paths.values()), "format": fmt,
-            "describe": f"the user's rows: {train}" + (f", held out: {test}" if test else "")}
+def user_data(train: Path | None, test: Path | None, fmt: str, datasets: Path | None = None) -> dict:
+    """--train (jsonl in `fmt`) or --datasets (a YAML file with an Axolotl `datasets:` list)."""
+    import yaml
+
+    paths = {**({"train": train.resolve()} if train else {}),
+             **({"test": test.resolve()} if test else {})}
+    listed = yaml.safe_load(datasets.read_text())["datasets"] if datasets else None
+    return {**paths, "datasets": listed, "hash": digest(*paths.values(), *([datasets] if datasets else [])),
+            "format": fmt, "describe": f"the user's data: {datasets or train}"
+            + (f", held out: {test}" if test else ", 5% held out")}

@@ -69,12 +69,13 @@ class Run:
     def config(self) -> dict:
         s, k = self.setting, self.knobs
         fmt = s.data["format"]
-        datasets = [{"path": str(s.data["train"]), "type": fmt, "ds_type": "json"}]
+        datasets = s.data.get("datasets") or [
+            {"path": str(s.data["train"]), "type": fmt, "ds_type": "json"}]
         test = ([{"path": str(s.data["test"]), "type": fmt, "ds_type": "json", "split": "train"}]
                 if s.data.get("test") else None)
         warmup = max(1, round(s.steps * k.warmup)) if k.warmup > 0 else 0
         cfg = base_config(
-            s.model, s.data["train"], "OUT", sequence_len=s.seq, max_steps=s.steps,
+            s.model, "DATA", "OUT", sequence_len=s.seq, max_steps=s.steps,
             micro_batch_size=s.mbs, learning_rate=s.lr * k.lr_mult, seed=self.seed,
             data_seed=self.seed, logging_steps=10, warmup_steps=warmup, use_tensorboard=True,
             excess_length_strategy="truncate", curriculum=self.curriculum, datasets=datasets,
