@@ -285,13 +285,15 @@ def targets_section(summaries: dict[str, dict], results: list[dict]) -> list[str
                   if math.isfinite(arms[a]["flops_ratio"][0]) and arms[a]["reached"] == arms[a]["n"]
                   else -1)
         r, lo, hi = arms[top]["flops_ratio"]
+        pr, plo, phi = arms[top]["paired"]
         met = math.isfinite(lo) and r >= 1.5 and lo > 1
+        met_paired = math.isfinite(plo) and pr >= 1.5 and plo > 1
         lines.append(f"- {name}: reach the tuned baseline's best eval loss with >= 1.5x fewer FLOPs, "
                      f"interval above 1: best arm {top} at {fmt(r, '.2f')}x [{fmt(lo, '.2f')}, "
                      f"{fmt(hi, '.2f')}] ({arms[top]['reached']}/{arms[top]['n']} seeds reached): "
-                     + ("**met**." if met else "**not met**.")
-                     + " Paired by seed: {} [{}, {}].".format(
-                         *(fmt(x, ".2f") for x in arms[top]["paired"])))
+                     + ("**met**" if met else "**not met**")
+                     + f"; paired by seed {fmt(pr, '.2f')}x [{fmt(plo, '.2f')}, {fmt(phi, '.2f')}]: "
+                     + ("**met**." if met_paired else "**not met**."))
     for res in results:
         sweep = [r for r in res["sweep"]]
         if not sweep:
