@@ -27,7 +27,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from study import data as datasets
-from study.arms import CORE, arms
+from study.arms import CORE, EXTRA, arms
 from study.models import fresh_model, pretrained
 from study.report import write_report
 from study.runs import Knobs, Run, Setting, prepare, train
@@ -54,9 +54,10 @@ PRESETS = {
                     grid_lr=(1.0, 4.0), grid_warmup=(0.02, 0.2), sweep_lr=(), schedules=False,
                     size=dict(steps=80, eval_every=10)),
     # + 5 seeds for the headline, the stability sweep and the schedules in the fine-tuning
-    # setting; the from-scratch and LoRA settings with the arms that decide (add the extra arms
-    # with --arms: cached runs are not trained again)
-    "full": dict(settings=("finetune", "scratch", "lora"), seeds=3, headline_seeds=5, arms=CORE,
+    # setting, with the extra arms (auto, difficulty scores and their random control); the
+    # from-scratch and LoRA settings with the arms that decide
+    "full": dict(settings=("finetune", "scratch", "lora"), seeds=3, headline_seeds=5,
+                 arms=CORE + EXTRA,
                  grid_lr=(0.5, 1.0, 2.0, 4.0), grid_warmup=(0.02, 0.2), sweep_lr=(8.0, 32.0),
                  sweep_seeds=1, schedules=True,
                  per_setting={"scratch": dict(arms=("baseline", "staircase", "segment", "one_word",

@@ -340,7 +340,20 @@ def write_report(results: list[dict], out: Path, *, command: str, seconds: float
         section, summary = setting_section(Setting(res), out, figures)
         body += section
         summaries[res["setting"].name] = summary
-    lines += targets_section(summaries, results) + body
+    lines += targets_section(summaries, results) + body + [
+        "## Reading it honestly", "",
+        "- The tuning grid is one seed per cell, and the unstable-regime sweep one seed per cell "
+        "in `full`: a grid cell's lead smaller than the seed spread of the main table is noise.",
+        "- The models are small (the finetune llama has ~1.7M weights) and train for minutes on a "
+        "CPU. Recall accuracy is ~0 for every arm: at this size no model learns the long-range "
+        "task, so it cannot tell the arms apart (`--size gpu` trains long enough).",
+        "- Axolotl's eval loss averages over batches of answer tokens; the per-bucket losses in "
+        "*Same solution?* average per row, so short answers weigh more there. The two can rank "
+        "arms differently; the compute targets use Axolotl's.",
+        "- The target is the tuned baseline's best eval loss over its seeds; an arm reaching it "
+        "on fewer seeds than it ran has its ratio over those seeds only (say so before quoting it).",
+        "- Wall times include Axolotl's start-up (~30-40 s a run) and two runs sharing two cores.",
+        ""]
     (out / "results.md").write_text("\n".join(lines))
     (out / "results.json").write_text(json.dumps(
         {name: {k: v for k, v in s.items() if k != "_post"} | {"post": s.get("_post")}
