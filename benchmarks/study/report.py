@@ -294,6 +294,17 @@ def targets_section(summaries: dict[str, dict], results: list[dict]) -> list[str
                      + ("**met**" if met else "**not met**")
                      + f"; paired by seed {fmt(pr, '.2f')}x [{fmt(plo, '.2f')}, {fmt(phi, '.2f')}]: "
                      + ("**met**." if met_paired else "**not met**."))
+        base_best, arm_best = summary.get("baseline", {}).get("best"), arms[top]["best"]
+        if not (met and met_paired) and base_best and math.isfinite(base_best[1]):
+            gain = base_best[0] - arm_best[0]
+            lines.append(f"  Why: {top}'s mean best eval loss is {fmt(gain)} below the baseline's; "
+                         f"the baseline's own 95% interval over seeds is ±{fmt(base_best[1])}"
+                         + (": the gain, if any, is no larger than the seed-to-seed spread of the "
+                            "data order." if gain <= base_best[1] else
+                            ": the loss gain stands out, but the compute ratio's interval is too "
+                            "wide or below 1.5x.")
+                         + " More seeds (the paired ratio narrows fastest), longer runs or a "
+                         "larger model would tell.")
     for res in results:
         sweep = [r for r in res["sweep"]]
         if not sweep:
