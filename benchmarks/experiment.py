@@ -101,7 +101,9 @@ def settings(name: str, work: Path, size: dict, args) -> Setting:
                       size["eval_every"])
     if name == "lora":  # LoRA trains a small share of the weights: a higher learning rate
         extra = (("adapter", "lora"), ("lora_r", 16), ("lora_alpha", 32), ("lora_dropout", 0.0),
-                 ("lora_target_linear", True))
+                 ("lora_target_linear", True),
+                 # Axolotl's fused LoRA kernels are Triton (CUDA only)
+                 ("lora_mlp_kernel", False), ("lora_qkv_kernel", False), ("lora_o_kernel", False))
         setting = replace(setting, lr=size["lr"] * 5, extra=extra)
     return setting
 
