@@ -317,8 +317,7 @@ def targets_section(summaries: dict[str, dict], results: list[dict]) -> list[str
         if not arms:
             continue
         top = max(arms, key=lambda a: arms[a]["flops_ratio"][0]
-                  if math.isfinite(arms[a]["flops_ratio"][0]) and arms[a]["reached"] == arms[a]["n"]
-                  else -1)
+                  if math.isfinite(arms[a]["flops_ratio"][0]) else -1)
         r, lo, hi = arms[top]["flops_ratio"]
         pr, plo, phi = arms[top]["paired"]
         met = math.isfinite(lo) and r >= 1.5 and lo > 1
