@@ -59,6 +59,9 @@ def test_to_target_finds_the_crossing_of_a_line(start, slope, where):
     assert math.isclose(to_target(evals, cum, target), expected, rel_tol=1e-9)
     assert math.isnan(to_target(evals, cum, hi - 1.0))  # never reached
     assert to_target(evals, cum, lo + 1.0) == cum[9]  # reached at the first eval
+    # an eval before training (step 0) spent no compute: a crossing after it interpolates from 0
+    before = [(0, lo + 2.0)] + evals
+    assert math.isclose(to_target(before, cum, lo + 1.0), cum[9] / 2)
 
 
 def test_compute_counts_attention_per_example():

@@ -33,17 +33,20 @@ def final(evals) -> float:
     return evals[-1][1] if evals else math.nan
 
 
+def at_evals(evals, cum: np.ndarray) -> list[tuple[float, float]]:
+    """(compute spent, eval loss) at each eval; an eval at step 0 (before training) spent none."""
+    return [(float(cum[step - 1]) if step > 0 else 0.0, loss)
+            for step, loss in evals if step - 1 < len(cum)]
+
+
 def to_target(evals, cum: np.ndarray, target: float) -> float:
     """The compute at which the eval loss first reaches `target`, interpolated linearly in
     compute between the two evals around the crossing (evals are every few steps)."""
     prev = None
-    for step, loss in evals:
-        if step - 1 >= len(cum):
-            break
-        here = cum[step - 1]
+    for here, loss in at_evals(evals, cum):
         if loss <= target:
             if prev is None or prev[1] <= loss:
-                return float(here)
+                return here
             share = (prev[1] - target) / (prev[1] - loss)
             return float(prev[0] + share * (here - prev[0]))
         prev = (here, loss)

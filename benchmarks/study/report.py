@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from . import plots
-from .measures import (best, compute, diverged, final, grad_cv, max_grad, mean_interval,
+from .measures import (at_evals, best, compute, diverged, final, grad_cv, max_grad, mean_interval,
                        paired_interval, ratio_interval, spikes, to_target)
 from .posthoc import compare
 from .runs import Run
@@ -148,9 +148,8 @@ def setting_section(st: Setting, out: Path, figures: list[str]) -> tuple[list[st
     for arm, knobs in arms:
         rs = st.runs(arm, knobs)
         label = arm if knobs == st.equal else f"{arm} (own tuning)"
-        curves[label] = [(st.curve(r)[[e[0] - 1 for e in r.evals if e[0] - 1 < len(r.records)]],
-                          np.array([e[1] for e in r.evals if e[0] - 1 < len(r.records)]))
-                         for r in rs]
+        points = [at_evals(r.evals, st.curve(r)) for r in rs]
+        curves[label] = [(np.array([c for c, _ in p]), np.array([v for _, v in p])) for p in points]
     fig = f"results_{name}_loss_flops.png"
     plots.loss_vs_flops(curves, target, out / fig, f"{name}: eval loss against compute")
     figures.append(fig)
