@@ -75,11 +75,14 @@ TUNED = ("baseline", "staircase")  # the arms tuned over the grid
 
 def settings(name: str, work: Path, size: dict, args) -> Setting:
     if args.train or args.datasets:
+        if not args.model and not args.train:
+            raise SystemExit("experiment: --datasets needs --model (the base model to fine-tune)")
+        for flag in ("train", "test", "datasets"):
+            if getattr(args, flag) and not Path(getattr(args, flag)).is_file():
+                raise SystemExit(f"experiment: --{flag} {getattr(args, flag)}: no such file")
         data = datasets.user_data(Path(args.train) if args.train else None,
                                   Path(args.test) if args.test else None, args.format,
                                   Path(args.datasets) if args.datasets else None)
-        if not args.model and not args.train:
-            raise SystemExit("experiment: --datasets needs --model (the base model to fine-tune)")
         model = Path(args.model) if args.model else pretrained(
             work, {**data, "pretrain": data["train"]}, size)
         return Setting(name, model, data, size["seq"], size["steps"], size["mbs"], size["lr"],
