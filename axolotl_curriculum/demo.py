@@ -50,41 +50,55 @@ def text(rng: random.Random, n_words: int) -> str:
     return ("\n" if rng.random() < 0.2 else " ").join(out)
 
 
-def build_tokenizer(out_dir: Path, seed: int = 0):
+def build_tokenizer(out_dir: Path, seed: int = 0, texts: list[str] | None = None,
+                    vocab: int = 1024):
+    """A byte-level BPE tokenizer trained on `texts` (default: the demo's sentences and prompt)."""
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import PreTrainedTokenizerFast
 
-    rng = random.Random(seed)
-    corpus = [text(rng, 60) for _ in range(400)] + [ALPACA.format(sentence(rng)) for _ in range(200)]
+    if texts is None:
+        rng = random.Random(seed)
+        texts = [text(rng, 60) for _ in range(400)] + [ALPACA.format(sentence(rng))
+                                                       for _ in range(200)]
     tok = Tokenizer(models.BPE(unk_token="<unk>"))
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tok.decoder = decoders.ByteLevel()
     specials = ["<unk>", "<s>", "</s>", "<pad>"]
-    tok.train_from_iterator(corpus, trainers.BpeTrainer(vocab_size=1024, special_tokens=specials,
-                                                        initial_alphabet=pre_tokenizers.ByteLevel.alphabet()))
+    tok.train_from_iterator(texts, trainers.BpeTrainer(
+        vocab_size=vocab, special_tokens=specials,
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet()))
     fast = PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<s>", eos_token="</s>",
                                    unk_token="<unk>", pad_token="<pad>")
     fast.save_pretrained(out_dir)
     return fast
 
 
-def build_tiny_model(out_dir: str | os.PathLike, seed: int = 0) -> Path:
-    """A 2-layer llama with a 1024-token BPE vocabulary, saved where `base_model` can point."""
+def save_llama(out_dir: Path, tok, *, hidden: int, layers: int, seq: int, seed: int = 0,
+               **config) -> Path:
+    """A randomly initialised llama for `tok` (heads of 32 wide, MLP twice the width), saved
+    next to the tokenizer where `base_model` can point; `config`: more LlamaConfig keys."""
     import torch
     from transformers import LlamaConfig, LlamaForCausalLM
 
+    torch.manual_seed(seed)
+    heads = max(2, hidden // 32)
+    cfg = LlamaConfig(vocab_size=len(tok), hidden_size=hidden, intermediate_size=hidden * 2,
+                      num_hidden_layers=layers, num_attention_heads=heads,
+                      num_key_value_heads=heads, max_position_embeddings=seq * 2,
+                      bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id,
+                      pad_token_id=tok.pad_token_id, **config)
+    LlamaForCausalLM(cfg).save_pretrained(out_dir)
+    return Path(out_dir)
+
+
+def build_tiny_model(out_dir: str | os.PathLike, seed: int = 0) -> Path:
+    """A 2-layer llama with a 1024-token BPE vocabulary, saved where `base_model` can point."""
     out_dir = Path(out_dir)
     if (out_dir / "config.json").exists():
         return out_dir
     out_dir.mkdir(parents=True, exist_ok=True)
     tok = build_tokenizer(out_dir, seed)
-    torch.manual_seed(seed)
-    cfg = LlamaConfig(vocab_size=len(tok), hidden_size=32, intermediate_size=64,
-                      num_hidden_layers=2, num_attention_heads=2, num_key_value_heads=2,
-                      max_position_embeddings=512, bos_token_id=tok.bos_token_id,
-                      eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id)
-    LlamaForCausalLM(cfg).save_pretrained(out_dir)
-    return out_dir
+    return save_llama(out_dir, tok, hidden=32, layers=2, seq=256, seed=seed)
 
 
 def write_corpus(path: str | os.PathLike, tokenizer_dir, n: int, min_tokens: int,

@@ -26,7 +26,8 @@ import yaml
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT)]
 
-from axolotl_curriculum.demo import axolotl_env, base_config, build_tiny_model, write_corpus  # noqa: E402
+from axolotl_curriculum.demo import (axolotl_env, base_config, build_tiny_model,  # noqa: E402
+                                     save_llama, write_corpus)
 
 
 def checks(cpu: bool) -> dict[str, dict]:
@@ -60,23 +61,15 @@ def wider(out: Path, tokenizer_dir: Path, hidden: int, layers: int, seq: int) ->
     """The tiny llama's tokenizer with a wider, deeper body (GPU-sized)."""
     import shutil
 
-    import torch
-    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
+    from transformers import AutoTokenizer
 
     if (out / "config.json").exists():
         return out
     out.mkdir(parents=True, exist_ok=True)
-    tok = AutoTokenizer.from_pretrained(tokenizer_dir)
     for f in tokenizer_dir.glob("tokenizer*"):
         shutil.copy(f, out / f.name)
-    torch.manual_seed(0)
-    cfg = LlamaConfig(vocab_size=len(tok), hidden_size=hidden, intermediate_size=hidden * 2,
-                      num_hidden_layers=layers, num_attention_heads=hidden // 32,
-                      num_key_value_heads=hidden // 32, max_position_embeddings=seq * 2,
-                      bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id,
-                      pad_token_id=tok.pad_token_id)
-    LlamaForCausalLM(cfg).save_pretrained(out)
-    return out
+    return save_llama(out, AutoTokenizer.from_pretrained(tokenizer_dir), hidden=hidden,
+                      layers=layers, seq=seq)
 
 
 def build(out: Path, cpu: bool) -> tuple[Path, Path, dict]:

@@ -10,45 +10,19 @@ from pathlib import Path
 
 import yaml
 
-from axolotl_curriculum.demo import ALPACA, axolotl_env, base_config
-
-SPECIALS = ["<unk>", "<s>", "</s>", "<pad>"]
-
-
-def tokenizer(texts: list[str], out: Path, vocab: int):
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-    from transformers import PreTrainedTokenizerFast
-
-    tok = Tokenizer(models.BPE(unk_token="<unk>"))
-    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    tok.decoder = decoders.ByteLevel()
-    tok.train_from_iterator(texts, trainers.BpeTrainer(
-        vocab_size=vocab, special_tokens=SPECIALS, initial_alphabet=pre_tokenizers.ByteLevel.alphabet()))
-    fast = PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<s>", eos_token="</s>",
-                                   unk_token="<unk>", pad_token="<pad>")
-    fast.save_pretrained(out)
-    return fast
+from axolotl_curriculum.demo import (ALPACA, axolotl_env, base_config, build_tokenizer,
+                                     save_llama)
 
 
 def fresh_model(out: Path, texts: list[str], *, vocab: int, hidden: int, layers: int,
                 seq: int, seed: int = 0) -> Path:
     """A randomly initialised llama with a tokenizer trained on `texts`."""
-    import torch
-    from transformers import LlamaConfig, LlamaForCausalLM
-
     if (out / "config.json").exists():
         return out
     out.mkdir(parents=True, exist_ok=True)
-    tok = tokenizer(texts, out, vocab)
-    torch.manual_seed(seed)
-    heads = max(2, hidden // 32)
-    cfg = LlamaConfig(vocab_size=len(tok), hidden_size=hidden, intermediate_size=hidden * 2,
-                      num_hidden_layers=layers, num_attention_heads=heads,
-                      num_key_value_heads=heads, max_position_embeddings=seq * 2,
-                      bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id,
-                      pad_token_id=tok.pad_token_id, tie_word_embeddings=False)
-    LlamaForCausalLM(cfg).save_pretrained(out)
-    return out
+    tok = build_tokenizer(out, texts=texts, vocab=vocab)
+    return save_llama(out, tok, hidden=hidden, layers=layers, seq=seq, seed=seed,
+                      tie_word_embeddings=False)
 
 
 def _texts(*paths: Path, limit: int = 20000) -> list[str]:
