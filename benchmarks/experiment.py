@@ -53,16 +53,14 @@ PRESETS = {
     "default": dict(settings=("finetune",), seeds=3, headline_seeds=3, arms=CORE,
                     grid_lr=(1.0, 4.0), grid_warmup=(0.02, 0.2), sweep_lr=(), schedules=False,
                     size=dict(steps=80, eval_every=10)),
-    # + 5 seeds for the headline, the stability sweep and the schedules in the fine-tuning
-    # setting, with the extra arms (auto, difficulty scores and their random control); the
-    # from-scratch and LoRA settings with the arms that decide
+    # + 5 seeds for the headline, the stability sweep (2 seeds) and the schedules, with the
+    # extra arms (auto, difficulty scores and their random control), in the fine-tuning and the
+    # from-scratch settings (there one_word, the arm that led, gets 5 seeds too); LoRA with the
+    # arms that decide
     "full": dict(settings=("finetune", "scratch", "lora"), seeds=3, headline_seeds=5,
-                 arms=CORE + EXTRA,
-                 grid_lr=(0.5, 1.0, 2.0, 4.0), grid_warmup=(0.02, 0.2), sweep_lr=(8.0, 32.0),
-                 sweep_seeds=1, schedules=True,
-                 per_setting={"scratch": dict(arms=("baseline", "staircase", "segment", "one_word",
-                                                    "warmup_shuffle"), grid_lr=(0.5, 1.0, 2.0),
-                                              headline_seeds=3, sweep_lr=(), schedules=False),
+                 arms=CORE + EXTRA, grid_lr=(0.5, 1.0, 2.0, 4.0), grid_warmup=(0.02, 0.2),
+                 sweep_lr=(8.0, 32.0, 128.0), sweep_seeds=2, schedules=True,
+                 per_setting={"scratch": dict(schedules=False, headline=("one_word",)),
                               "lora": dict(arms=("baseline", "staircase", "warmup_shuffle"),
                                            grid_warmup=(0.2,), headline_seeds=3, sweep_lr=(),
                                            schedules=False)}),
@@ -141,8 +139,9 @@ def study(setting: Setting, preset: dict, chosen: list[str], run: Runner) -> dic
         tuned[a] = min(mine, key=lambda r: best(r.evals) if r.evals else float("inf")).knobs
     equal = tuned.get("baseline", Knobs())
     seeds, head = range(preset["seeds"]), range(preset["headline_seeds"])
+    headline = TUNED + tuple(preset.get("headline", ()))
     jobs = [Run(setting, a, all_arms[a], s, equal) for a in chosen for s in
-            (head if a in TUNED else seeds)]
+            (head if a in headline else seeds)]
     if "staircase" in tuned and tuned["staircase"] != equal:
         jobs += [Run(setting, "staircase", all_arms["staircase"], s, tuned["staircase"])
                  for s in head]
