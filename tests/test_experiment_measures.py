@@ -83,3 +83,26 @@ def test_compute_counts_attention_per_example():
     assert np.allclose(got["flops"], want)
     assert np.allclose(np.diff(got["flops"], prepend=0), [train_flops(cfg, np.array(s)) for s in steps])
     assert list(got["tokens"]) == list(np.cumsum([sum(s) for s in steps]))
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.lists(st.booleans(), min_size=1, max_size=5))
+def test_largest_stable_lr_stops_at_the_first_divergence(fell):
+    from study.report import sweep_cells
+    from study.runs import Knobs, Run, Setting
+
+    setting = Setting("t", Path("."), {}, 64, 10, 2, 1e-3, 5)
+    tuned = 2.0
+    mults = [2.0 ** (2 * i + 3) for i in range(len(fell))]  # x8, x32, x128, ...
+    runs = [Run(setting, "baseline", {}, 0, Knobs(tuned * m, 0.0),
+                records=[{"step": 1, "input_len": 64, "grad_norm": 1.0,
+                          "loss": math.nan if f else 1.0}], evals=[(0, 2.0), (5, 1.5)])
+            for m, f in zip(mults, fell)]
+    expected = 1.0  # the tuned runs
+    for m, f in zip(mults, fell):
+        if f:
+            break
+        expected = m
+    cells = sweep_cells(runs, tuned)[("baseline", 0.0)]
+    assert cells["stable"] == expected
+    assert [c["diverged"] for c in cells["cells"].values()] == [int(f) for f in fell]

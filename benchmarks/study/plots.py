@@ -44,7 +44,9 @@ def loss_vs_flops(groups: dict[str, list[tuple[np.ndarray, np.ndarray]]], target
         lo = max(c[0][0] for c in curves)
         grid = np.linspace(lo, hi, 50)
         ys = np.array([np.interp(grid, x, y) for x, y in curves])
-        ax.plot(grid, ys.mean(0), color=f"C{i % 10}", label=f"{arm} ({len(curves)} seeds)", lw=1.2)
+        # ten colours, then the same ten dashed: every arm its own line
+        ax.plot(grid, ys.mean(0), color=f"C{i % 10}", ls="-" if i < 10 else "--",
+                label=f"{arm} ({len(curves)} seeds)", lw=1.2)
         ax.fill_between(grid, ys.min(0), ys.max(0), color=f"C{i % 10}", alpha=0.15)
     if math.isfinite(target):
         ax.axhline(target, color="k", ls=":", lw=1, label="target: tuned baseline's best")
@@ -65,16 +67,17 @@ def sweep(points: dict[str, dict[float, float]], path: Path, title: str) -> Path
 
 
 def buckets(values: dict[str, dict[str, float]], path: Path, title: str) -> Path:
-    """values: arm -> bucket -> mean loss over seeds."""
-    fig, ax = _axes((9, 4))
+    """values: arm -> bucket or task -> mean loss over seeds."""
+    fig, ax = _axes((10, 4))
     names = list(values)
-    keys = ("short", "mid", "long")
+    keys = list(next(iter(values.values()), {}))
     width = 0.8 / len(keys)
     for j, k in enumerate(keys):
         ax.bar(np.arange(len(names)) + j * width, [values[n].get(k, math.nan) for n in names],
                width, label=k)
-    ax.set_xticks(np.arange(len(names)) + width, names, rotation=35, ha="right")
+    ax.set_xticks(np.arange(len(names)) + width * (len(keys) - 1) / 2, names, rotation=35,
+                  ha="right")
     lows = [v for n in names for v in values[n].values() if math.isfinite(v)]
     if lows:
         ax.set_ylim(min(lows) * 0.95, max(lows) * 1.02)
-    return _save(fig, ax, path, title, "", "answer loss per held-out row", legend=8)
+    return _save(fig, ax, path, title, "", "answer loss (mean per answer token)", legend=8)

@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 
 BUCKETS = ("short", "mid", "long")
+TASKS = ("recall", "other")  # the long-range recall rows; the rest (instructions or prose)
 
 
 def _rows(test: Path, fmt: str, limit: int) -> list[tuple[str, str, str]]:
@@ -39,8 +40,9 @@ def load(path: Path):
 
 
 def compare(models: dict[str, Path], test: Path, fmt: str, seq: int, limit: int = 240) -> dict:
-    """Per model: answer loss per tercile of the rows' full length, recall accuracy, and the
-    mean KL per answer token from the first model (the reference) to it."""
+    """Per model: answer loss per tercile of the rows' full length and per task (recall rows
+    and the others), each a mean over answer tokens as Axolotl's eval loss is, recall accuracy,
+    and the mean KL per answer token from the first model (the reference) to it."""
     import torch
     from transformers import AutoTokenizer
 
@@ -56,7 +58,7 @@ def compare(models: dict[str, Path], test: Path, fmt: str, seq: int, limit: int 
     out, reference = {}, None
     for name, path in models.items():
         model = load(path)
-        losses = {b: [] for b in BUCKETS}
+        nll_sum = {k: [0.0, 0] for k in (*BUCKETS, *TASKS)}  # (sum of nll, answer tokens)
         correct = total = 0
         lps = []
         with torch.no_grad():
@@ -66,7 +68,9 @@ def compare(models: dict[str, Path], test: Path, fmt: str, seq: int, limit: int 
                 target = x[0, start:]
                 nll = -lp.gather(1, target[:, None])[:, 0]
                 bucket = BUCKETS[sum(len(ids) >= e for e in edges)]
-                losses[bucket].append(float(nll.mean()))
+                for k in (bucket, "recall" if kind == "recall" else "other"):
+                    nll_sum[k][0] += float(nll.sum())
+                    nll_sum[k][1] += len(nll)
                 lps.append(lp)  # only the reference's and this model's stay in memory
                 if kind == "recall":
                     # the answer "<name> holds <colour>.": every answer token the argmax
@@ -74,8 +78,10 @@ def compare(models: dict[str, Path], test: Path, fmt: str, seq: int, limit: int 
                     n = len(tok(answer)["input_ids"])
                     correct += int(bool((lp[:n].argmax(-1) == target[:n]).all()))
         reference = reference or lps
-        out[name] = {"buckets": {b: float(np.mean(v)) if v else math.nan for b, v in losses.items()},
-                     "loss": float(np.mean([v for vs in losses.values() for v in vs])),
+        mean = {k: total_nll / n if n else math.nan for k, (total_nll, n) in nll_sum.items()}
+        out[name] = {"buckets": {b: mean[b] for b in BUCKETS},
+                     "tasks": {t: mean[t] for t in TASKS},
+                     "loss": sum(nll_sum[b][0] for b in BUCKETS) / sum(nll_sum[b][1] for b in BUCKETS),
                      "recall": correct / total if total else math.nan,
                      "kl": float(np.mean([float((p.exp() * (p - q)).sum(-1).mean())
                                           for p, q in zip(reference, lps)]))}

@@ -19,14 +19,16 @@ MARGIN = 0.01  # a grid cell within 1% of an arm's best eval loss counts as "as 
 
 
 def fmt(x, spec=".3f") -> str:
-    return "n/a" if x is None or (isinstance(x, float) and not math.isfinite(x)) else format(x, spec)
+    missing = x is None or (isinstance(x, float) and not math.isfinite(x))
+    return "n/a" if missing else format(x, spec)
 
 
 def pm(values, spec=".3f") -> str:
     """mean ± 95% half-width over seeds (n)."""
     m, h = mean_interval(values)
     n = sum(math.isfinite(v) for v in values)
-    return f"{fmt(m, spec)} ± {fmt(h, spec)} (n={n})" if math.isfinite(h) else f"{fmt(m, spec)} (n={n})"
+    spread = f" ± {fmt(h, spec)}" if math.isfinite(h) else ""
+    return f"{fmt(m, spec)}{spread} (n={n})"
 
 
 def ratio_cell(base, arm, interval=ratio_interval) -> tuple[str, str]:
@@ -79,8 +81,8 @@ def setting_section(st: Setting, out: Path, figures: list[str]) -> tuple[list[st
     name = s.name
     dims = st.model_config
     lines = [f"## Setting: {name}", "",
-             f"Model: llama {dims.num_hidden_layers} layers x {dims.hidden_size} hidden, vocabulary "
-             f"{dims.vocab_size}" + (" (pretrained here on the general text, cached)"
+             f"Model: llama {dims.num_hidden_layers} layers x {dims.hidden_size} hidden, "
+             f"vocabulary {dims.vocab_size}" + (" (pretrained here on the general text, cached)"
                                      if name != "scratch" else " (from scratch)")
              + (", LoRA r=16 on every linear layer" if name == "lora" else ", full weights")
              + f". sequence_len {s.seq}, packed, {s.mbs} rows per micro-batch, {s.steps} steps, "
@@ -124,8 +126,9 @@ def setting_section(st: Setting, out: Path, figures: list[str]) -> tuple[list[st
         p_reached = sum(math.isfinite(x) for x in p_arm)
         reached = sum(math.isfinite(x) for x in st.spend(rs, target, "flops"))
         wall = [r.seconds for r in rs]
-        rows.append(f"| {label} | {pm([best(r.evals) for r in rs])} | {pm([final(r.evals) for r in rs])}"
-                    f" | {f_cell} | {f_verdict} | {t_cell} | {reached}/{len(rs)} | {p_cell} | "
+        rows.append(f"| {label} | {pm([best(r.evals) for r in rs])} | "
+                    f"{pm([final(r.evals) for r in rs])} | {f_cell} | {f_verdict} | {t_cell} | "
+                    f"{reached}/{len(rs)} | {p_cell} | "
                     f"{p_verdict} | {p_reached}/{len(p_arm)} | {ff_cell} | {pm(wall, '.0f')} |")
         summary[label] = {"flops_ratio": ratio_interval(base_f, st.spend(rs, target, "flops")),
                           "paired": paired_interval(p_base, p_arm),
@@ -140,8 +143,9 @@ def setting_section(st: Setting, out: Path, figures: list[str]) -> tuple[list[st
               "baseline's FLOPs to its own best eval loss over the arm's FLOPs to that loss, on "
               "the same seed (same data order): the seed-to-seed spread of the data order cancels; "
               "a t interval on the per-seed log ratios.", "",
-              "| arm | best eval loss | final eval loss | FLOPs ratio [95% CI] | interval excludes 1? "
-              "| tokens ratio [95% CI] | reached | paired FLOPs ratio [95% CI] | excludes 1? | "
+              "| arm | best eval loss | final eval loss | FLOPs ratio [95% CI] "
+              "| interval excludes 1? | tokens ratio [95% CI] | reached "
+              "| paired FLOPs ratio [95% CI] | excludes 1? | "
               "reached | FLOPs ratio to the baseline's final loss | wall s |",
               "|---|---|---|---|---|---|---|---|---|---|---|---|"] + rows + [""]
     curves = {}
@@ -156,7 +160,8 @@ def setting_section(st: Setting, out: Path, figures: list[str]) -> tuple[list[st
     lines += [f"![{fig}]({fig})", ""]
     # -- volatility at the tuned settings
     lines += ["### Volatility at the tuned settings", "",
-              "| arm | spikes | gradient-norm CV, last 60% of the steps, full length | largest gradient norm |",
+              "| arm | spikes | gradient-norm CV, last 60% of the steps, full length "
+              "| largest gradient norm |",
               "|---|---|---|---|"]
     for arm, knobs in arms:
         rs = st.runs(arm, knobs)
@@ -209,42 +214,56 @@ def control_section(st: Setting, control: str = "random_admit") -> list[str]:
                     f"({diff(ctrl, length)[1]}) |", ""]
 
 
+def sweep_cells(runs: list[Run], tuned_lr: float) -> dict[tuple[str, float], dict]:
+    """(arm, warmup) -> {"cells": {LR multiple of the tuned one: its runs' measures},
+    "stable": the largest multiple up to which no seed diverged (x1: the tuned runs)}."""
+    out = {}
+    for arm in dict.fromkeys(r.arm for r in runs):
+        for wu in sorted({r.knobs.warmup for r in runs}):
+            cells, stable = {}, 1.0
+            for lr in sorted({r.knobs.lr_mult for r in runs}):
+                rs = [r for r in runs if (r.arm, r.knobs.warmup, r.knobs.lr_mult) == (arm, wu, lr)]
+                if not rs:
+                    continue
+                div = sum(diverged(r.records, r.evals) for r in rs)
+                cells[lr / tuned_lr] = dict(
+                    best=float(np.nanmean([best(r.evals) for r in rs])),
+                    spikes=float(np.mean([spikes(r.records) for r in rs])),
+                    max_grad=float(np.nanmax([max_grad(r.records) for r in rs])),
+                    diverged=div, n=len(rs))
+                if all(not c["diverged"] for c in cells.values()):
+                    stable = lr / tuned_lr
+            if cells:
+                out[(arm, wu)] = {"cells": cells, "stable": stable}
+    return out
+
+
 def sweep_section(st: Setting, out: Path, figures: list[str]) -> list[str]:
     runs = [r for r in st.res["sweep"] if r.ok or r.records]
     if not runs:
         return []
-    mults = sorted({r.knobs.lr_mult for r in runs})
+    table = sweep_cells(runs, st.equal.lr_mult)
+    mults = sorted({m for v in table.values() for m in v["cells"]})
     lines = ["### The unstable regime: learning rates above the tuned one", "",
              "Each cell: best eval loss (mean over its seeds), spikes (mean), largest "
              "gradient norm (max), runs diverged of runs (a non-finite loss, or a final eval 0.5 "
              "nats above the run's best).", "",
-             "| arm | warmup | " + " | ".join(f"LR x{m / st.equal.lr_mult:g}" for m in mults)
+             "| arm | warmup | " + " | ".join(f"LR x{m:g}" for m in mults)
              + " | largest stable LR |", "|---|---|" + "---|" * (len(mults) + 1)]
     points = {}
-    for arm in dict.fromkeys(r.arm for r in runs):
-        for wu in sorted({r.knobs.warmup for r in runs}):
-            cells, stable = [], 1.0
-            pts = {}
-            for m in mults:
-                rs = [r for r in runs if r.arm == arm and r.knobs.warmup == wu and r.knobs.lr_mult == m]
-                if not rs:
-                    cells.append("n/a")
-                    continue
-                div = sum(diverged(r.records, r.evals) for r in rs)
-                b = float(np.nanmean([best(r.evals) for r in rs]))
-                cells.append(f"{fmt(b)}; {np.mean([spikes(r.records) for r in rs]):.1f} spikes; "
-                             f"max {np.nanmax([max_grad(r.records) for r in rs]):.1f}; "
-                             f"{div}/{len(rs)} diverged")
-                if not div:
-                    stable = max(stable, m / st.equal.lr_mult)
-                pts[m / st.equal.lr_mult] = b if not div else math.nan
-            lines.append(f"| {arm} | {wu:.0%} | " + " | ".join(cells) + f" | x{stable:g} |")
-            points[f"{arm}, warmup {wu:.0%}" if wu else f"{arm}, no warmup"] = pts
+    for (arm, wu), v in table.items():
+        cells = [f"{fmt(c['best'])}; {c['spikes']:.1f} spikes; max {c['max_grad']:.1f}; "
+                 f"{c['diverged']}/{c['n']} diverged" if c else "n/a"
+                 for c in (v["cells"].get(m) for m in mults)]
+        lines.append(f"| {arm} | {wu:.0%} | " + " | ".join(cells) + f" | x{v['stable']:g} |")
+        points[f"{arm}, warmup {wu:.0%}" if wu else f"{arm}, no warmup"] = {
+            m: c["best"] if not c["diverged"] else math.nan for m, c in v["cells"].items()}
     fig = f"results_{st.s.name}_stability.png"
     plots.sweep(points, out / fig, f"{st.s.name}: stability sweep")
     figures.append(fig)
-    return lines + ["", "Largest stable LR: the highest multiple of the tuned learning rate at "
-                    "which no seed diverged (x1 if none did).", "", f"![{fig}]({fig})", ""]
+    return lines + ["", "Largest stable LR: the highest multiple of the tuned learning rate up "
+                    "to which no seed diverged (x1 if one did at the lowest multiple).", "",
+                    f"![{fig}]({fig})", ""]
 
 
 def schedule_section(st: Setting) -> list[str]:
@@ -254,15 +273,16 @@ def schedule_section(st: Setting) -> list[str]:
     lines = ["### The learning-rate schedule: cosine vs warmup-stable-decay", "",
              "WSD: constant after the warmup, a linear cool-down over the last 20% of the steps. "
              "Each schedule's ratio is against the baseline under the same schedule.", "",
-             "| arm | cosine: best eval | WSD: best eval | FLOPs ratio, cosine | FLOPs ratio, WSD |",
+             "| arm | cosine: best eval | WSD: best eval | FLOPs ratio, cosine "
+             "| FLOPs ratio, WSD |",
              "|---|---|---|---|---|"]
     wsd = {a: [r for r in runs if r.arm == a] for a in dict.fromkeys(r.arm for r in runs)}
     cos = {a: st.runs(a) for a in wsd}
     t_cos = st.target(best)
     t_wsd = max((best(r.evals) for r in wsd.get("baseline", [])), default=math.nan)
     for arm in wsd:
-        rc = ratio_cell(st.spend(cos["baseline"], t_cos, "flops"), st.spend(cos[arm], t_cos, "flops"))
-        rw = ratio_cell(st.spend(wsd["baseline"], t_wsd, "flops"), st.spend(wsd[arm], t_wsd, "flops"))
+        rc, rw = (ratio_cell(st.spend(rs["baseline"], t, "flops"), st.spend(rs[arm], t, "flops"))
+                  for rs, t in ((cos, t_cos), (wsd, t_wsd)))
         lines.append(f"| {arm} | {pm([best(r.evals) for r in cos[arm]])} | "
                      f"{pm([best(r.evals) for r in wsd[arm]])} | {rc[0]} | {rw[0]} |")
     return lines + [""]
@@ -275,7 +295,10 @@ def same_solution(st: Setting, arms, out: Path, figures: list[str]) -> tuple[lis
     ref = [r for r in st.runs("baseline") if r.seed == 0]
     if not ref:
         return [], {}
-    saved = lambda r: (r.out / "config.json").exists() or (r.out / "adapter_config.json").exists()  # noqa
+
+    def saved(r: Run) -> bool:
+        return any((r.out / f).exists() for f in ("config.json", "adapter_config.json"))
+
     models = {"baseline|0": ref[0].out}  # the reference comes first
     for arm, knobs in arms:
         if knobs == st.equal:
@@ -287,24 +310,30 @@ def same_solution(st: Setting, arms, out: Path, figures: list[str]) -> tuple[lis
     yard = [v["kl"] for v in by_arm.get("baseline", []) if v["seed"] != 0]
     lines = ["### Same solution?", "",
              "Final models at the tuned baseline's settings on the held-out rows at full length: "
-             "answer loss per length bucket (terciles of the held-out rows' full length, prompt included), the long-range "
-             "task's accuracy (every token of '<name> holds <colour>.' the argmax), and the mean KL "
-             "per answer token from baseline seed 0. The yardstick is the KL from baseline seed 0 to "
-             f"the other baseline seeds: {pm(yard, '.4f')}.", "",
-             "| arm | short | mid | long | recall accuracy | KL from baseline seed 0 | vs the seed-to-seed KL |",
-             "|---|---|---|---|---|---|---|"]
+             "answer loss per length bucket (terciles of the rows' full length, prompt included) "
+             "and per task (the long-range recall rows' answers, and the others'), each a mean "
+             "over answer tokens as Axolotl's eval loss is; the long-range task's accuracy (every "
+             "token of '<name> holds <colour>.' the argmax); and the mean KL per answer token "
+             "from baseline seed 0. The yardstick is the KL from baseline seed 0 to the other "
+             f"baseline seeds: {pm(yard, '.4f')}.", "",
+             "| arm | short | mid | long | recall answers | other answers | recall accuracy "
+             "| KL from baseline seed 0 | vs the seed-to-seed KL |",
+             "|---|---|---|---|---|---|---|---|---|"]
     bucket_means = {}
     for arm, vals in by_arm.items():
         kls = [v["kl"] for v in vals if not (arm == "baseline" and v["seed"] == 0)]
         b = {k: [v["buckets"][k] for v in vals] for k in ("short", "mid", "long")}
+        b.update({f"{t} answers": [v["tasks"][t] for v in vals] for t in ("recall", "other")})
         bucket_means[arm] = {k: float(np.nanmean(v)) for k, v in b.items()}
         m_kl = float(np.mean(kls)) if kls else math.nan
         y = float(np.mean(yard)) if yard else math.nan
         lines.append(f"| {arm} | {pm(b['short'])} | {pm(b['mid'])} | {pm(b['long'])} | "
+                     f"{pm(b['recall answers'])} | {pm(b['other answers'])} | "
                      f"{pm([v['recall'] for v in vals], '.2f')} | {pm(kls, '.4f')} | "
                      f"{fmt(m_kl / y, '.1f') + 'x' if arm != 'baseline' and y > 0 else '-'} |")
     fig = f"results_{s.name}_buckets.png"
-    plots.buckets(bucket_means, out / fig, f"{s.name}: held-out answer loss per length bucket")
+    plots.buckets(bucket_means, out / fig,
+                  f"{s.name}: held-out answer loss per length bucket and per task")
     figures.append(fig)
     return lines + ["", f"![{fig}]({fig})", ""], {k: v for k, v in post.items()}
 
@@ -321,11 +350,13 @@ def targets_section(summaries: dict[str, dict], results: list[dict]) -> list[str
         pr, plo, phi = arms[top]["paired"]
         met = math.isfinite(lo) and r >= 1.5 and lo > 1
         met_paired = math.isfinite(plo) and pr >= 1.5 and plo > 1
-        lines.append(f"- {name}: reach the tuned baseline's best eval loss with >= 1.5x fewer FLOPs, "
-                     f"interval above 1: best arm {top} at {fmt(r, '.2f')}x [{fmt(lo, '.2f')}, "
+        lines.append(f"- {name}: reach the tuned baseline's best eval loss with >= 1.5x fewer "
+                     f"FLOPs, interval above 1: best arm {top} at {fmt(r, '.2f')}x "
+                     f"[{fmt(lo, '.2f')}, "
                      f"{fmt(hi, '.2f')}] ({arms[top]['reached']}/{arms[top]['n']} seeds reached): "
                      + ("**met**" if met else "**not met**")
-                     + f"; paired by seed {fmt(pr, '.2f')}x [{fmt(plo, '.2f')}, {fmt(phi, '.2f')}]: "
+                     + f"; paired by seed {fmt(pr, '.2f')}x [{fmt(plo, '.2f')}, "
+                     f"{fmt(phi, '.2f')}]: "
                      + ("**met**." if met_paired else "**not met**."))
         base_best, arm_best = summary.get("baseline", {}).get("best"), arms[top]["best"]
         if not (met and met_paired) and base_best and math.isfinite(base_best[1]):
@@ -339,24 +370,27 @@ def targets_section(summaries: dict[str, dict], results: list[dict]) -> list[str
                          + " More seeds (the paired ratio narrows fastest), longer runs or a "
                          "larger model would tell.")
     for res in results:
-        sweep = [r for r in res["sweep"]]
-        if not sweep:
-            continue
-        equal = res["equal"]
-        top = max(r.knobs.lr_mult for r in sweep)
-        by = {}
-        for r in sweep:
-            if r.knobs.lr_mult == top:
-                by.setdefault((r.arm, r.knobs.warmup), []).append(r)
-        parts = []
-        for wu in sorted({k[1] for k in by}):
-            b = [spikes(r.records) for r in by.get(("baseline", wu), [])]
-            c = [spikes(r.records) for r in by.get(("staircase", wu), [])]
-            if b and c:
-                parts.append(f"warmup {wu:.0%}: baseline {np.mean(b):.1f} spikes, staircase "
-                             f"{np.mean(c):.1f} ({'>= 2x fewer' if np.mean(b) >= 2 * max(np.mean(c), 0.5) else 'not 2x fewer'})")
-        lines.append(f"- {res['setting'].name}: at LR x{top / equal.lr_mult:g} the tuned one: "
-                     + "; ".join(parts) + ". (The sweep table gives the largest stable LR.)")
+        table = sweep_cells([r for r in res["sweep"] if r.ok or r.records], res["equal"].lr_mult)
+        for wu in sorted({k[1] for k in table}):
+            b, c = table.get(("baseline", wu)), table.get(("staircase", wu))
+            if not (b and c):
+                continue
+            # the regime: the lowest multiple at which a baseline seed diverged, else the top one
+            fell = [m for m, x in b["cells"].items() if x["diverged"]]
+            at = min(fell) if fell else max(b["cells"])
+            bs = b["cells"][at]["spikes"]
+            cs = c["cells"].get(at, {}).get("spikes", math.nan)
+            fewer = bs >= 2 * max(cs, 0.5)
+            higher = c["stable"] >= 2 * b["stable"]
+            lines.append(
+                f"- {res['setting'].name}, {f'warmup {wu:.0%}' if wu else 'no warmup'}: "
+                f"largest stable LR baseline x{b['stable']:g}, staircase x{c['stable']:g} "
+                f"({'**met**, >= 2x higher' if higher else '**not met**, not 2x higher'}); at LR "
+                f"x{at:g} ("
+                + ("where a baseline seed first diverged" if fell
+                   else "the top of the sweep: no baseline seed diverged") + ") "
+                f"spikes: baseline {bs:.1f}, staircase {cs:.1f} "
+                f"({'**met**, >= 2x fewer' if fewer else '**not met**, not 2x fewer'}).")
     return lines + [""]
 
 
@@ -391,11 +425,13 @@ def write_report(results: list[dict], out: Path, *, command: str, seconds: float
         "- The models are small (the finetune llama has ~1.7M weights) and train for minutes on a "
         "CPU. Recall accuracy is ~0 for every arm: at this size no model learns the long-range "
         "task, so it cannot tell the arms apart (`--size gpu` trains long enough).",
-        "- Axolotl's eval loss averages over batches of answer tokens; the per-bucket losses in "
-        "*Same solution?* average per row, so short answers weigh more there. The two can rank "
-        "arms differently; the compute targets use Axolotl's.",
+        "- Axolotl's eval loss is a mean over answer tokens (per batch of 16, then over "
+        "batches); *Same solution?* pools answer tokens per bucket and per task. The recall "
+        "rows' answers are short and far easier than the instructions', so an arm can win on "
+        "recall answers and lose on the rest: read the task columns before the overall loss.",
         "- The target is the tuned baseline's best eval loss over its seeds; an arm reaching it "
-        "on fewer seeds than it ran has its ratio over those seeds only (say so before quoting it).",
+        "on fewer seeds than it ran has its ratio over those seeds only (say so before quoting "
+        "it).",
         "- Wall times include Axolotl's start-up (~30-40 s a run) and two runs sharing two cores.",
         ""]
     (out / "results.md").write_text("\n".join(lines))
