@@ -45,7 +45,7 @@ SIZES = {
     "gpu": dict(vocab=16384, hidden=512, layers=8, seq=2048, pretrain_steps=4000, pretrain_lr=1e-3,
                 pretrain_mbs=16, steps=1500, mbs=8, lr=2e-4, eval_every=50, train_rows=40000,
                 test_rows=400, scratch_hidden=512, scratch_layers=8, scratch_seq=1024,
-                scratch_steps=2000, scratch_lr=6e-4),
+                scratch_steps=2000, scratch_lr=6e-4, axolotl=dict(bf16=True, tf32=True)),
 }
 PRESETS = {
     # fine-tuning only; the grid for the baseline and the staircase; the other arms once tuned;
@@ -72,6 +72,7 @@ TUNED = ("baseline", "staircase")  # the arms tuned over the grid
 
 
 def settings(name: str, work: Path, size: dict, args) -> Setting:
+    extra = tuple(size.get("axolotl", {}).items())  # the size's own Axolotl keys (bf16 on a GPU)
     if args.train or args.datasets:
         if not args.model and not args.train:
             raise SystemExit("experiment: --datasets needs --model (the base model to fine-tune)")
@@ -84,7 +85,7 @@ def settings(name: str, work: Path, size: dict, args) -> Setting:
         model = Path(args.model) if args.model else pretrained(
             work, {**data, "pretrain": data["train"]}, size)
         return Setting(name, model, data, size["seq"], size["steps"], size["mbs"], size["lr"],
-                       size["eval_every"])
+                       size["eval_every"], extra)
     if name == "scratch":
         seq = size["scratch_seq"]
         data = datasets.scratch_data(work / "data-scratch", seq=seq, train_rows=1500,
@@ -94,14 +95,14 @@ def settings(name: str, work: Path, size: dict, args) -> Setting:
                             vocab=1024, hidden=size["scratch_hidden"],
                             layers=size["scratch_layers"], seq=seq)
         return Setting(name, model, data, seq, size["scratch_steps"], 2, size["scratch_lr"],
-                       size["eval_every"] + size["eval_every"] // 3)
+                       size["eval_every"] + size["eval_every"] // 3, extra)
     data = datasets.finetune_data(work / "data-finetune", seq=size["seq"],
                                   train_rows=size["train_rows"], test_rows=size["test_rows"])
     base = pretrained(work, data, size)
     setting = Setting(name, base, data, size["seq"], size["steps"], size["mbs"], size["lr"],
-                      size["eval_every"])
+                      size["eval_every"], extra)
     if name == "lora":  # LoRA trains a small share of the weights: a higher learning rate
-        extra = (("adapter", "lora"), ("lora_r", 16), ("lora_alpha", 32), ("lora_dropout", 0.0),
+        extra += (("adapter", "lora"), ("lora_r", 16), ("lora_alpha", 32), ("lora_dropout", 0.0),
                  ("lora_target_linear", True),
                  # Axolotl's fused LoRA kernels are Triton (CUDA only)
                  ("lora_mlp_kernel", False), ("lora_qkv_kernel", False), ("lora_o_kernel", False))

@@ -51,7 +51,7 @@ def pretrained(work: Path, data: dict, size: dict) -> Path:
                       max_steps=size["pretrain_steps"], micro_batch_size=size["pretrain_mbs"],
                       learning_rate=size["pretrain_lr"], warmup_steps=size["pretrain_steps"] // 20,
                       num_epochs=10, dataset_prepared_path=str(out / "prepared"),
-                      plugins=None, curriculum=None)
+                      plugins=None, curriculum=None, **size.get("axolotl", {}))
     out.mkdir(parents=True, exist_ok=True)
     (out / "config.yml").write_text(yaml.safe_dump(cfg, sort_keys=False))
     print(f"experiment: pretraining the base model ({size['pretrain_steps']} steps) in {out}",
