@@ -60,7 +60,10 @@ PRESETS = {
     "full": dict(settings=("finetune", "scratch", "lora"), seeds=3, headline_seeds=5,
                  arms=CORE + EXTRA, grid_lr=(0.5, 1.0, 2.0, 4.0), grid_warmup=(0.02, 0.2),
                  sweep_lr=(8.0, 32.0, 128.0), sweep_seeds=2, schedules=True,
-                 per_setting={"scratch": dict(schedules=False, headline=("one_word",)),
+                 # from scratch also without gradient clipping (max_grad_norm 0): with Axolotl's
+                 # default clip (1.0) no run up to x128 diverged
+                 per_setting={"scratch": dict(schedules=False, headline=("one_word",),
+                                              sweep_clip=(None, 0.0)),
                               "lora": dict(arms=("baseline", "staircase", "warmup_shuffle"),
                                            grid_warmup=(0.2,), headline_seeds=3, sweep_lr=(),
                                            schedules=False)}),
@@ -150,7 +153,8 @@ def study(setting: Setting, preset: dict, chosen: list[str], run: Runner) -> dic
     sweep = []
     if preset["sweep_lr"]:
         for wu in (0.0, equal.warmup):
-            sweep += [Run(setting, a, all_arms[a], s, Knobs(equal.lr_mult * m, wu))
+            sweep += [Run(setting, a, all_arms[a], s, Knobs(equal.lr_mult * m, wu, clip=clip))
+                      for clip in preset.get("sweep_clip", (None,))
                       for a in tuned_arms for m in preset["sweep_lr"]
                       for s in range(preset.get("sweep_seeds", 2))]
         sweep = run(sweep)

@@ -54,13 +54,16 @@ def loss_vs_flops(groups: dict[str, list[tuple[np.ndarray, np.ndarray]]], target
                  "eval loss (held-out, full length)")
 
 
-def sweep(points: dict[str, dict[float, float]], path: Path, title: str) -> Path:
-    """points: curve label -> {lr multiplier: best eval loss (nan: diverged)}."""
+def sweep(points: dict[tuple[str, str], dict[float, float]], path: Path, title: str) -> Path:
+    """points: (arm, condition) -> {lr multiplier: best eval loss (nan: diverged)}; a colour
+    per arm, a line style per condition."""
     fig, ax = _axes((7, 4.5))
-    for i, (label, pts) in enumerate(points.items()):
+    arms = list(dict.fromkeys(a for a, _ in points))
+    conditions = list(dict.fromkeys(c for _, c in points))
+    for (arm, cond), pts in points.items():
         xs = sorted(pts)
-        ax.plot(xs, [pts[x] for x in xs], marker="o", ls="-" if "warmup" in label else "--",
-                color=f"C{i // 2}", label=label)
+        ax.plot(xs, [pts[x] for x in xs], marker="o", color=f"C{arms.index(arm) % 10}",
+                ls=("-", "--", ":", "-.")[conditions.index(cond) % 4], label=f"{arm}, {cond}")
     ax.set_xscale("log", base=2)
     return _save(fig, ax, path, title, "learning rate, x the tuned baseline's",
                  "best eval loss (gap: diverged)")

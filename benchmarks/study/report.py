@@ -214,15 +214,19 @@ def control_section(st: Setting, control: str = "random_admit") -> list[str]:
                     f"({diff(ctrl, length)[1]}) |", ""]
 
 
-def sweep_cells(runs: list[Run], tuned_lr: float) -> dict[tuple[str, float], dict]:
-    """(arm, warmup) -> {"cells": {LR multiple of the tuned one: its runs' measures},
-    "stable": the largest multiple up to which no seed diverged (x1: the tuned runs)}."""
+def sweep_cells(runs: list[Run], tuned_lr: float) -> dict[tuple[str, str], dict]:
+    """(arm, condition: warmup and clipping) -> {"cells": {LR multiple of the tuned one: its
+    runs' measures}, "stable": the largest multiple up to which no seed diverged (x1: the tuned
+    runs)}."""
     out = {}
+    conditions = sorted({(r.knobs.clip is not None, r.knobs.warmup, r.knobs.condition)
+                         for r in runs})
     for arm in dict.fromkeys(r.arm for r in runs):
-        for wu in sorted({r.knobs.warmup for r in runs}):
+        for *_, cond in conditions:
             cells, stable = {}, 1.0
             for lr in sorted({r.knobs.lr_mult for r in runs}):
-                rs = [r for r in runs if (r.arm, r.knobs.warmup, r.knobs.lr_mult) == (arm, wu, lr)]
+                rs = [r for r in runs
+                      if (r.arm, r.knobs.condition, r.knobs.lr_mult) == (arm, cond, lr)]
                 if not rs:
                     continue
                 div = sum(diverged(r.records, r.evals) for r in rs)
@@ -234,7 +238,7 @@ def sweep_cells(runs: list[Run], tuned_lr: float) -> dict[tuple[str, float], dic
                 if all(not c["diverged"] for c in cells.values()):
                     stable = lr / tuned_lr
             if cells:
-                out[(arm, wu)] = {"cells": cells, "stable": stable}
+                out[(arm, cond)] = {"cells": cells, "stable": stable}
     return out
 
 
@@ -248,15 +252,15 @@ def sweep_section(st: Setting, out: Path, figures: list[str]) -> list[str]:
              "Each cell: best eval loss (mean over its seeds), spikes (mean), largest "
              "gradient norm (max), runs diverged of runs (a non-finite loss, or a final eval 0.5 "
              "nats above the run's best).", "",
-             "| arm | warmup | " + " | ".join(f"LR x{m:g}" for m in mults)
+             "| arm | condition | " + " | ".join(f"LR x{m:g}" for m in mults)
              + " | largest stable LR |", "|---|---|" + "---|" * (len(mults) + 1)]
     points = {}
-    for (arm, wu), v in table.items():
+    for (arm, cond), v in table.items():
         cells = [f"{fmt(c['best'])}; {c['spikes']:.1f} spikes; max {c['max_grad']:.1f}; "
                  f"{c['diverged']}/{c['n']} diverged" if c else "n/a"
                  for c in (v["cells"].get(m) for m in mults)]
-        lines.append(f"| {arm} | {wu:.0%} | " + " | ".join(cells) + f" | x{v['stable']:g} |")
-        points[f"{arm}, warmup {wu:.0%}" if wu else f"{arm}, no warmup"] = {
+        lines.append(f"| {arm} | {cond} | " + " | ".join(cells) + f" | x{v['stable']:g} |")
+        points[(arm, cond)] = {
             m: c["best"] if not c["diverged"] else math.nan for m, c in v["cells"].items()}
     fig = f"results_{st.s.name}_stability.png"
     plots.sweep(points, out / fig, f"{st.s.name}: stability sweep")
@@ -371,8 +375,8 @@ def targets_section(summaries: dict[str, dict], results: list[dict]) -> list[str
                          "larger model would tell.")
     for res in results:
         table = sweep_cells([r for r in res["sweep"] if r.ok or r.records], res["equal"].lr_mult)
-        for wu in sorted({k[1] for k in table}):
-            b, c = table.get(("baseline", wu)), table.get(("staircase", wu))
+        for cond in dict.fromkeys(k[1] for k in table):
+            b, c = table.get(("baseline", cond)), table.get(("staircase", cond))
             if not (b and c):
                 continue
             # the regime: the lowest multiple at which a baseline seed diverged, else the top one
@@ -383,7 +387,7 @@ def targets_section(summaries: dict[str, dict], results: list[dict]) -> list[str
             fewer = bs >= 2 * max(cs, 0.5)
             higher = c["stable"] >= 2 * b["stable"]
             lines.append(
-                f"- {res['setting'].name}, {f'warmup {wu:.0%}' if wu else 'no warmup'}: "
+                f"- {res['setting'].name}, {cond}: "
                 f"largest stable LR baseline x{b['stable']:g}, staircase x{c['stable']:g} "
                 f"({'**met**, >= 2x higher' if higher else '**not met**, not 2x higher'}); at LR "
                 f"x{at:g} ("

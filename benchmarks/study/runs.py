@@ -41,11 +41,20 @@ class Knobs:
     lr_mult: float = 1.0
     warmup: float = 0.05     # share of the steps
     schedule: str = "cosine"  # or "wsd": constant after warmup, a linear cool-down over 20%
+    clip: float | None = None  # max_grad_norm (0: none); None: Axolotl's default, 1.0
 
     @property
     def tag(self) -> str:
-        return f"lr{self.lr_mult:g}-wu{self.warmup:g}" + ("" if self.schedule == "cosine"
-                                                          else f"-{self.schedule}")
+        return (f"lr{self.lr_mult:g}-wu{self.warmup:g}"
+                + ("" if self.schedule == "cosine" else f"-{self.schedule}")
+                + ("" if self.clip is None else f"-clip{self.clip:g}"))
+
+    @property
+    def condition(self) -> str:
+        """The sweep's condition in words (all but the learning rate)."""
+        return (f"warmup {self.warmup:.0%}" if self.warmup else "no warmup") + (
+            "" if self.clip is None else ", no clipping" if self.clip == 0
+            else f", clip {self.clip:g}")
 
 
 @dataclass
@@ -87,6 +96,8 @@ class Run:
             cfg.update(lr_scheduler="warmup_stable_decay", lr_scheduler_kwargs={
                 "num_decay_steps": max(1, s.steps // 5), "decay_type": "linear", "num_stable_steps":
                     s.steps - warmup - max(1, s.steps // 5)})
+        if k.clip is not None:
+            cfg["max_grad_norm"] = k.clip
         cfg.update(dict(s.extra))
         return cfg
 
