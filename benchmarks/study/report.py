@@ -424,8 +424,9 @@ def write_report(results: list[dict], out: Path, *, command: str, seconds: float
         summaries[res["setting"].name] = summary
     lines += targets_section(summaries, results) + body + [
         "## Reading it honestly", "",
-        "- The tuning grid is one seed per cell, and the unstable-regime sweep one seed per cell "
-        "in `full`: a grid cell's lead smaller than the seed spread of the main table is noise.",
+        "- The tuning grid is one seed per cell, the unstable-regime sweep the seeds its cells "
+        "show (k/n diverged): a cell's lead smaller than the seed spread of the main table is "
+        "noise.",
         "- The models are small (the finetune llama has ~1.7M weights) and train for minutes on a "
         "CPU. Recall accuracy is ~0 for every arm: at this size no model learns the long-range "
         "task, so it cannot tell the arms apart (`--size gpu` trains long enough).",
