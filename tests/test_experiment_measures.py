@@ -106,3 +106,16 @@ def test_largest_stable_lr_stops_at_the_first_divergence(fell):
     cells = sweep_cells(runs, tuned)[("baseline", "no warmup")]
     assert cells["stable"] == expected
     assert [c["diverged"] for c in cells["cells"].values()] == [int(f) for f in fell]
+
+
+@settings(max_examples=80, deadline=None)
+@given(st.lists(st.floats(1.0, 8.0), min_size=2, max_size=10))
+def test_diverged_is_a_rise_of_half_a_nat_over_an_earlier_eval(values):
+    from study.measures import diverged
+
+    evals = list(enumerate(values))
+    records = [{"loss": 1.0}]
+    rise = any(values[j] - values[i] > 0.5 for i in range(len(values))
+               for j in range(i + 1, len(values)))
+    assert diverged(records, evals) == rise
+    assert diverged([{"loss": math.nan}], evals)  # a non-finite loss always counts

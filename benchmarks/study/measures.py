@@ -129,8 +129,13 @@ def max_grad(records: list[dict]) -> float:
 
 
 def diverged(records: list[dict], evals) -> bool:
-    """A non-finite loss, or a final eval loss 0.5 nats above the run's best (it blew up)."""
+    """A non-finite loss, or an eval loss 0.5 nats above the best eval before it: the run blew
+    up, even if a decaying schedule let it recover by the end (x128 the tuned LR did: +4 nats,
+    then back near the start)."""
     losses = [r["loss"] for r in records]
     if not records or any(x is None or not math.isfinite(x) for x in losses):
         return True
-    return not evals or not math.isfinite(final(evals)) or final(evals) > best(evals) + 0.5
+    ev = [v for _, v in evals]
+    if not ev or not all(math.isfinite(v) for v in ev):
+        return True
+    return any(v > min(ev[:i]) + 0.5 for i, v in enumerate(ev) if i)

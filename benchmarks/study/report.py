@@ -250,8 +250,9 @@ def sweep_section(st: Setting, out: Path, figures: list[str]) -> list[str]:
     mults = sorted({m for v in table.values() for m in v["cells"]})
     lines = ["### The unstable regime: learning rates above the tuned one", "",
              "Each cell: best eval loss (mean over its seeds), spikes (mean), largest "
-             "gradient norm (max), runs diverged of runs (a non-finite loss, or a final eval 0.5 "
-             "nats above the run's best).", "",
+             "gradient norm (max), runs diverged of runs (a non-finite loss, or an eval loss 0.5 "
+             "nats above the best eval before it: a blow-up, even one the decaying schedule let "
+             "recover by the end).", "",
              "| arm | condition | " + " | ".join(f"LR x{m:g}" for m in mults)
              + " | largest stable LR |", "|---|---|" + "---|" * (len(mults) + 1)]
     points = {}
@@ -348,8 +349,11 @@ def targets_section(summaries: dict[str, dict], results: list[dict]) -> list[str
         arms = {k: v for k, v in summary.items() if not k.startswith("_") and k != "baseline"}
         if not arms:
             continue
-        top = max(arms, key=lambda a: arms[a]["flops_ratio"][0]
-                  if math.isfinite(arms[a]["flops_ratio"][0]) else -1)
+        # the best arm: the highest ratio among arms with an interval (>= 2 seeds reached);
+        # one seed's ratio has no interval and cannot meet the target
+        top = max(arms, key=lambda a: (math.isfinite(arms[a]["flops_ratio"][1]),
+                                       arms[a]["flops_ratio"][0]
+                                       if math.isfinite(arms[a]["flops_ratio"][0]) else -1))
         r, lo, hi = arms[top]["flops_ratio"]
         pr, plo, phi = arms[top]["paired"]
         met = math.isfinite(lo) and r >= 1.5 and lo > 1
@@ -365,7 +369,8 @@ def targets_section(summaries: dict[str, dict], results: list[dict]) -> list[str
         base_best, arm_best = summary.get("baseline", {}).get("best"), arms[top]["best"]
         if not (met and met_paired) and base_best and math.isfinite(base_best[1]):
             gain = base_best[0] - arm_best[0]
-            lines.append(f"  Why: {top}'s mean best eval loss is {fmt(gain)} below the baseline's; "
+            lines.append(f"  Why: {top}'s mean best eval loss is {fmt(abs(gain))} "
+                         f"{'below' if gain > 0 else 'above'} the baseline's; "
                          f"the baseline's own 95% interval over seeds is ±{fmt(base_best[1])}"
                          + (": the gain, if any, is no larger than the seed-to-seed spread of the "
                             "data order." if gain <= base_best[1] else
