@@ -59,9 +59,8 @@ PRESETS = {
     # arms that decide
     "full": dict(settings=("finetune", "scratch", "lora"), seeds=3, headline_seeds=5,
                  arms=CORE + EXTRA, grid_lr=(0.5, 1.0, 2.0, 4.0), grid_warmup=(0.02, 0.2),
-                 sweep_lr=(8.0, 32.0, 128.0), sweep_seeds=2, schedules=True,
-                 # from scratch also without gradient clipping (max_grad_norm 0): with Axolotl's
-                 # default clip (1.0) no run up to x128 diverged
+                 sweep_lr=(8.0, 16.0, 32.0, 64.0, 128.0), sweep_seeds=2, schedules=True,
+                 # from scratch also without gradient clipping (max_grad_norm 0)
                  per_setting={"scratch": dict(schedules=False, headline=("one_word",),
                                               sweep_clip=(None, 0.0)),
                               "lora": dict(arms=("baseline", "staircase", "warmup_shuffle"),
