@@ -61,7 +61,7 @@ PRESETS = {
                  arms=CORE + EXTRA, grid_lr=(0.5, 1.0, 2.0, 4.0), grid_warmup=(0.02, 0.2),
                  sweep_lr=(8.0, 16.0, 32.0, 64.0, 128.0), sweep_seeds=2, schedules=True,
                  # from scratch also without gradient clipping (max_grad_norm 0)
-                 per_setting={"scratch": dict(schedules=False, headline=("one_word",),
+                 per_setting={"scratch": dict(schedules=False, headline=("one_word", "one_length"),
                                               sweep_clip=(None, 0.0)),
                               "lora": dict(arms=("baseline", "staircase", "warmup_shuffle"),
                                            grid_warmup=(0.2,), headline_seeds=3, sweep_lr=(),
@@ -129,7 +129,7 @@ class Runner:
 
 
 def study(setting: Setting, preset: dict, chosen: list[str], run: Runner) -> dict:
-    """One setting: the grid, the seeds at the tuned settings, the sweeps. Returns the runs by role."""
+    """One setting: the grid, the seeds at the tuned settings, the sweeps; the runs by role."""
     from study.measures import best
 
     all_arms = arms(setting.seq, setting.steps)

@@ -23,6 +23,14 @@ def one_word(seq: int, steps: int, share: float = STAGED_SHARE) -> list[dict]:
     return [{"input_len": 8 + k, "max_steps": 1} for k in range(n)] + [{"input_len": seq}]
 
 
+def one_length(seq: int, steps: int, share: float = STAGED_SHARE) -> list[dict]:
+    """one_word's short steps at one fixed input_len, the mean of its lengths: what growing one
+    token a step adds over merely starting short."""
+    short = one_word(seq, steps, share)[:-1]
+    mean = round(sum(lv["input_len"] for lv in short) / len(short))
+    return [{"input_len": mean, "max_steps": len(short)}, {"input_len": seq}]
+
+
 def admit_ladder(seq: int, steps: int) -> list[dict]:
     """Full length throughout; a third, then two thirds of the examples, 20% of the steps each."""
     per = max(1, steps // 5)
@@ -42,6 +50,8 @@ def arms(seq: int, steps: int) -> dict[str, dict]:
         "filter": {"levels": linear, "truncation": "filter"},
         "examples_budget": {"levels": linear, "budget": "examples"},
         "one_word": {"levels": one_word(seq, steps)},
+        # the control for one_word's growth: its short steps at one length (their mean)
+        "one_length": {"levels": one_length(seq, steps)},
         # the control for ordering: one short level as a warm-up (10% of the steps), then every
         # example at full length in random order
         "warmup_shuffle": {"levels": [{"input_len": max(8, seq // 4),
@@ -59,4 +69,4 @@ def arms(seq: int, steps: int) -> dict[str, dict]:
 # the arms every preset runs; the rest join with --arms or the full preset
 CORE = ("baseline", "staircase", "sense_grad", "segment", "filter", "examples_budget", "one_word",
         "warmup_shuffle")
-EXTRA = ("auto", "rarity", "compression", "loss", "random_admit")
+EXTRA = ("one_length", "auto", "rarity", "compression", "loss", "random_admit")
