@@ -128,14 +128,19 @@ def max_grad(records: list[dict]) -> float:
     return float(max(g)) if g else math.nan
 
 
+def blow_up(evals) -> int | None:
+    """The step of the first eval loss 0.5 nats above the best eval before it (None: none): a
+    blow-up, even if a decaying schedule let the run recover by the end (x128 the tuned LR
+    did: +4 nats, then back near the start)."""
+    for i, (step, v) in enumerate(evals):
+        if i and not v <= min(x for _, x in evals[:i]) + 0.5:  # a NaN eval counts
+            return step
+    return None
+
+
 def diverged(records: list[dict], evals) -> bool:
-    """A non-finite loss, or an eval loss 0.5 nats above the best eval before it: the run blew
-    up, even if a decaying schedule let it recover by the end (x128 the tuned LR did: +4 nats,
-    then back near the start)."""
+    """A non-finite loss, no eval, or a blow-up."""
     losses = [r["loss"] for r in records]
     if not records or any(x is None or not math.isfinite(x) for x in losses):
         return True
-    ev = [v for _, v in evals]
-    if not ev or not all(math.isfinite(v) for v in ev):
-        return True
-    return any(v > min(ev[:i]) + 0.5 for i, v in enumerate(ev) if i)
+    return not evals or not math.isfinite(evals[0][1]) or blow_up(evals) is not None

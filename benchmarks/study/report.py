@@ -10,8 +10,8 @@ from pathlib import Path
 import numpy as np
 
 from . import plots
-from .measures import (at_evals, best, compute, diverged, final, grad_cv, max_grad, mean_interval,
-                       paired_interval, ratio_interval, spikes, to_target)
+from .measures import (at_evals, best, blow_up, compute, diverged, final, grad_cv, max_grad,
+                       mean_interval, paired_interval, ratio_interval, spikes, to_target)
 from .posthoc import compare
 from .runs import Run
 
@@ -380,6 +380,12 @@ def targets_section(summaries: dict[str, dict], results: list[dict]) -> list[str
                          "larger model would tell.")
     for res in results:
         table = sweep_cells([r for r in res["sweep"] if r.ok or r.records], res["equal"].lr_mult)
+        same = missed = conditions = 0
+        # where the staircase's blow-ups began: at a short level, or at full length
+        ups = [(r, blow_up(r.evals)) for r in res["sweep"] if r.arm == "staircase" and r.records]
+        ups = [{x["step"]: x["input_len"] for x in r.records}.get(step, res["setting"].seq)
+               for r, step in ups if step is not None]
+        short = sum(length < res["setting"].seq for length in ups)
         for cond in dict.fromkeys(k[1] for k in table):
             b, c = table.get(("baseline", cond)), table.get(("staircase", cond))
             if not (b and c):
@@ -391,6 +397,9 @@ def targets_section(summaries: dict[str, dict], results: list[dict]) -> list[str
             cs = c["cells"].get(at, {}).get("spikes", math.nan)
             fewer = bs >= 2 * max(cs, 0.5)
             higher = c["stable"] >= 2 * b["stable"]
+            conditions += 1
+            missed += not (fewer or higher)
+            same += c["stable"] == b["stable"]
             lines.append(
                 f"- {res['setting'].name}, {cond}: "
                 f"largest stable LR baseline x{b['stable']:g}, staircase x{c['stable']:g} "
@@ -400,6 +409,14 @@ def targets_section(summaries: dict[str, dict], results: list[dict]) -> list[str
                    else "the top of the sweep: no baseline seed diverged") + ") "
                 f"spikes: baseline {bs:.1f}, staircase {cs:.1f} "
                 f"({'**met**, >= 2x fewer' if fewer else '**not met**, not 2x fewer'}).")
+        if missed:
+            lines.append(
+                f"  Why: in {same} of {conditions} conditions the staircase blew up "
+                f"at the same learning rate as the baseline, and {short} of its {len(ups)} "
+                "blow-ups began at a short level (input_len below sequence_len): here the "
+                "blow-ups come with the update size, and short early inputs do not prevent them. "
+                "A setting whose baseline is unstable because of long inputs (longer sequences, "
+                "larger models: `--size gpu`, the scale of the published gains) would test it.")
     return lines + [""]
 
 
