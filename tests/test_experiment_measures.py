@@ -103,7 +103,7 @@ def test_largest_stable_lr_stops_at_the_first_divergence(fell):
         if f:
             break
         expected = m
-    cells = sweep_cells(runs, tuned)[("baseline", "no warmup")]
+    cells = sweep_cells(runs, tuned, 64)[("baseline", "no warmup")]
     assert cells["stable"] == expected
     assert [c["diverged"] for c in cells["cells"].values()] == [int(f) for f in fell]
 

@@ -214,7 +214,7 @@ def control_section(st: Setting, control: str = "random_admit") -> list[str]:
                     f"({diff(ctrl, length)[1]}) |", ""]
 
 
-def sweep_cells(runs: list[Run], tuned_lr: float) -> dict[tuple[str, str], dict]:
+def sweep_cells(runs: list[Run], tuned_lr: float, seq: int) -> dict[tuple[str, str], dict]:
     """(arm, condition: warmup and clipping) -> {"cells": {LR multiple of the tuned one: its
     runs' measures}, "stable": the largest multiple up to which no seed diverged (x1: the tuned
     runs)}."""
@@ -233,6 +233,7 @@ def sweep_cells(runs: list[Run], tuned_lr: float) -> dict[tuple[str, str], dict]
                 cells[lr / tuned_lr] = dict(
                     best=float(np.nanmean([best(r.evals) for r in rs])),
                     spikes=float(np.mean([spikes(r.records) for r in rs])),
+                    cv=float(np.nanmean([grad_cv(r.records, seq) for r in rs])),
                     max_grad=float(np.nanmax([max_grad(r.records) for r in rs])),
                     diverged=div, n=len(rs))
                 if all(not c["diverged"] for c in cells.values()):
@@ -246,18 +247,20 @@ def sweep_section(st: Setting, out: Path, figures: list[str]) -> list[str]:
     runs = [r for r in st.res["sweep"] if r.ok or r.records]
     if not runs:
         return []
-    table = sweep_cells(runs, st.equal.lr_mult)
+    table = sweep_cells(runs, st.equal.lr_mult, st.s.seq)
     mults = sorted({m for v in table.values() for m in v["cells"]})
     lines = ["### The unstable regime: learning rates above the tuned one", "",
-             "Each cell: best eval loss (mean over its seeds), spikes (mean), largest "
-             "gradient norm (max), runs diverged of runs (a non-finite loss, or an eval loss 0.5 "
+             "Each cell: best eval loss (mean over its seeds), spikes (mean), gradient-norm CV "
+             "(mean; the last 60% of the steps, full length only), largest gradient norm (max), "
+             "runs diverged of runs (a non-finite loss, or an eval loss 0.5 "
              "nats above the best eval before it: a blow-up, even one the decaying schedule let "
              "recover by the end).", "",
              "| arm | condition | " + " | ".join(f"LR x{m:g}" for m in mults)
              + " | largest stable LR |", "|---|---|" + "---|" * (len(mults) + 1)]
     points = {}
     for (arm, cond), v in table.items():
-        cells = [f"{fmt(c['best'])}; {c['spikes']:.1f} spikes; max {c['max_grad']:.1f}; "
+        cells = [f"{fmt(c['best'])}; {c['spikes']:.1f} spikes; CV {fmt(c['cv'], '.2f')}; "
+                 f"max {c['max_grad']:.1f}; "
                  f"{c['diverged']}/{c['n']} diverged" if c else "n/a"
                  for c in (v["cells"].get(m) for m in mults)]
         lines.append(f"| {arm} | {cond} | " + " | ".join(cells) + f" | x{v['stable']:g} |")
@@ -379,7 +382,8 @@ def targets_section(summaries: dict[str, dict], results: list[dict]) -> list[str
                          + " More seeds (the paired ratio narrows fastest), longer runs or a "
                          "larger model would tell.")
     for res in results:
-        table = sweep_cells([r for r in res["sweep"] if r.ok or r.records], res["equal"].lr_mult)
+        table = sweep_cells([r for r in res["sweep"] if r.ok or r.records], res["equal"].lr_mult,
+                            res["setting"].seq)
         same = missed = conditions = 0
         # where the staircase's blow-ups began: at a short level, or at full length
         ups = [(r, blow_up(r.evals)) for r in res["sweep"] if r.arm == "staircase" and r.records]
