@@ -209,7 +209,7 @@ def main() -> int:
         picked = ["baseline"] + [a for a in args.arms or local["arms"] if a != "baseline"]
         results.append(study(setting, local, picked, runner))
     command = " ".join(shlex.quote(a) for a in ["python", *sys.argv])
-    write_report(results, Path(args.report), command=command, seconds=time.perf_counter() - started,
+    write_report(results, Path(args.report), command=command, started=started,
                  runner=runner, preset=args.preset, size=size, cores=os.cpu_count(),
                  left_out=() if user else tuple(n for n in preset["settings"]
                                                       if n not in names))

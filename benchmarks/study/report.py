@@ -424,16 +424,20 @@ def targets_section(summaries: dict[str, dict], results: list[dict]) -> list[str
     return lines + [""]
 
 
-def write_report(results: list[dict], out: Path, *, command: str, seconds: float, runner,
+def write_report(results: list[dict], out: Path, *, command: str, started: float, runner,
                  preset: str, size: dict, cores: int | None, left_out: tuple = ()) -> None:
+    """docs/results.md and its figures; `started`: the invocation's time.perf_counter()."""
     out.mkdir(parents=True, exist_ok=True)
-    trained = sum(not r.cached for r in runner.done)
+    runs = {r.out: r for r in runner.done}.values()  # a run asked for twice counts once
+    trained = sum(not r.cached for r in runs)
     lines = ["# Results: staged input lengths against a tuned baseline", "",
              f"Written by `{command}` on {time.strftime('%Y-%m-%d')}: preset `{preset}`, "
-             f"{len(runner.done)} runs through `axolotl train` ({trained} trained in this "
-             f"invocation, {len(runner.done) - trained} read from the run cache), "
-             f"{seconds / 60:.1f} min on {cores} CPU cores. Wall times are of runs sharing the "
-             "machine two at a time: compare them only within this report.", "",
+             f"{len(runs)} runs through `axolotl train` ({trained} trained in this invocation, "
+             f"{len(runs) - trained} read from the run cache; their own times sum to "
+             f"{sum(r.seconds for r in runs) / 3600:.1f} h, two at a time), "
+             "ELAPSED min for this invocation (training and this report) on "
+             f"{cores} CPU cores. Wall times are of runs sharing the machine two at a time: "
+             "compare them only within this report.", "",
              "How to read it: every number is a mean over seeds with its 95% interval (n = seeds);"
              " a difference whose interval includes no change is noise. Compute is FLOPs counted "
              "from what each run fed the model (tokens and squared example lengths, measured "
@@ -465,6 +469,7 @@ def write_report(results: list[dict], out: Path, *, command: str, seconds: float
         "it).",
         "- Wall times include Axolotl's start-up (~30-40 s a run) and two runs sharing two cores.",
         ""]
+    lines[2] = lines[2].replace("ELAPSED", f"{(time.perf_counter() - started) / 60:.1f}")
     (out / "results.md").write_text("\n".join(lines))
     (out / "results.json").write_text(json.dumps(
         {name: {k: v for k, v in s.items() if k != "_post"} | {"post": s.get("_post")}
