@@ -105,9 +105,9 @@ def settings(name: str, work: Path, size: dict, args) -> Setting:
                       size["eval_every"], extra)
     if name == "lora":  # LoRA trains a small share of the weights: a higher learning rate
         extra += (("adapter", "lora"), ("lora_r", 16), ("lora_alpha", 32), ("lora_dropout", 0.0),
-                 ("lora_target_linear", True),
-                 # Axolotl's fused LoRA kernels are Triton (CUDA only)
-                 ("lora_mlp_kernel", False), ("lora_qkv_kernel", False), ("lora_o_kernel", False))
+                  ("lora_target_linear", True),
+                  # Axolotl's fused LoRA kernels are Triton (CUDA only)
+                  ("lora_mlp_kernel", False), ("lora_qkv_kernel", False), ("lora_o_kernel", False))
         setting = replace(setting, lr=size["lr"] * 5, extra=extra)
     return setting
 
@@ -178,8 +178,8 @@ def main() -> int:
     ap.add_argument("--test", help="your own held-out rows (jsonl)")
     ap.add_argument("--datasets", help="a YAML file with an Axolotl `datasets:` list to train on "
                     "(with --model; held out: --test, else 5%% of the data)")
-    ap.add_argument("--format", default="alpaca", help="the Axolotl dataset type of --train/--test "
-                    "(alpaca or completion)")
+    ap.add_argument("--format", default="alpaca", choices=("alpaca", "completion"),
+                    help="the Axolotl dataset type of --train/--test")
     ap.add_argument("--model", help="with --train: the base model to fine-tune (default: one "
                     "pretrained here on --train)")
     ap.add_argument("--arms", nargs="*", help="the arms (default: the preset's; the baseline "
@@ -187,6 +187,14 @@ def main() -> int:
     ap.add_argument("--settings", nargs="*", choices=("finetune", "scratch", "lora"),
                     help="a subset of the preset's settings")
     args = ap.parse_args()
+    if args.seeds is not None and args.seeds < 1:
+        ap.error(f"--seeds {args.seeds}: at least 1 (3 or more for intervals)")
+    if args.size == "gpu":
+        import torch
+
+        if not torch.cuda.is_available():
+            ap.error("--size gpu trains in bf16 on a CUDA GPU and none is visible here; "
+                     "use --size small (the default) on CPU")
     preset = dict(PRESETS[args.preset])
     if args.seeds:
         preset.update(seeds=args.seeds, headline_seeds=max(args.seeds, preset["headline_seeds"]))

@@ -58,7 +58,7 @@ def compare(models: dict[str, Path], test: Path, fmt: str, seq: int, limit: int 
     out, reference = {}, None
     for name, path in models.items():
         model = load(path)
-        nll_sum = {k: [0.0, 0] for k in (*BUCKETS, *TASKS)}  # (sum of nll, answer tokens)
+        nll_sum = {k: [0.0, 0] for k in (*BUCKETS, *TASKS, "all")}  # (sum of nll, tokens)
         correct = total = 0
         lps = []
         with torch.no_grad():
@@ -68,7 +68,7 @@ def compare(models: dict[str, Path], test: Path, fmt: str, seq: int, limit: int 
                 target = x[0, start:]
                 nll = -lp.gather(1, target[:, None])[:, 0]
                 bucket = BUCKETS[sum(len(ids) >= e for e in edges)]
-                for k in (bucket, "recall" if kind == "recall" else "other"):
+                for k in (bucket, "recall" if kind == "recall" else "other", "all"):
                     nll_sum[k][0] += float(nll.sum())
                     nll_sum[k][1] += len(nll)
                 lps.append(lp)  # only the reference's and this model's stay in memory
@@ -81,7 +81,7 @@ def compare(models: dict[str, Path], test: Path, fmt: str, seq: int, limit: int 
         mean = {k: total_nll / n if n else math.nan for k, (total_nll, n) in nll_sum.items()}
         out[name] = {"buckets": {b: mean[b] for b in BUCKETS},
                      "tasks": {t: mean[t] for t in TASKS},
-                     "loss": sum(nll_sum[b][0] for b in BUCKETS) / sum(nll_sum[b][1] for b in BUCKETS),
+                     "loss": mean["all"],
                      "recall": correct / total if total else math.nan,
                      "kl": float(np.mean([float((p.exp() * (p - q)).sum(-1).mean())
                                           for p, q in zip(reference, lps)]))}
