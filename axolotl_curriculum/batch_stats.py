@@ -28,8 +28,9 @@ def padding_mask(inputs: Mapping[str, torch.Tensor], pad_token_id: int | None) -
 
 def measure_batch(inputs: Mapping[str, torch.Tensor], pad_token_id: int | None) -> torch.Tensor:
     """Return a device tensor [longest example, non-padding tokens, sum of squared example
-    lengths] for one micro-batch. The last is attention's share of the compute (flops.py):
-    an example of n tokens has positions 0..n-1, and the sum of 2p + 1 over them is n^2."""
+    lengths, positions] for one micro-batch. len_sq is attention's share of the compute
+    (flops.py): an example of n tokens has positions 0..n-1, and the sum of 2p + 1 over them is
+    n^2. positions: what the model runs on, padding included (rows x width)."""
     pos = inputs.get("position_ids")
     mask = inputs.get("attention_mask")
     if pos is not None and pos.dim() == 2:
@@ -46,4 +47,7 @@ def measure_batch(inputs: Mapping[str, torch.Tensor], pad_token_id: int | None) 
         longest = torch.full((), ids.shape[-1], device=ids.device)
         tokens = torch.full((), ids.numel(), device=ids.device)
         len_sq = tokens * longest
-    return torch.stack([longest.to(torch.int64), tokens.to(torch.int64), len_sq.to(torch.int64)])
+    ids = inputs["input_ids"]
+    positions = torch.full((), ids.numel(), device=ids.device)
+    return torch.stack([longest.to(torch.int64), tokens.to(torch.int64), len_sq.to(torch.int64),
+                        positions.to(torch.int64)])

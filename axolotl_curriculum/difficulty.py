@@ -74,10 +74,11 @@ def scores(name: str, starts, lengths, ids, *, index=None, is_boundary=None, see
 
 
 def admitted(score: np.ndarray, share: float) -> np.ndarray:
-    """The easiest `share` of the examples: the round(share x n) lowest scores (ties: the
-    earlier row first), so every level's admission is within one example of its share."""
+    """The easiest `share` of the examples that can train: the round(share x n) lowest of the
+    n finite scores (ties: the earlier row first), so every level's admission is within one
+    example of its share. A row that cannot train scores inf and takes no share."""
     n = len(score)
-    k = int(round(share * n))
+    k = int(round(share * int(np.isfinite(score).sum())))
     order = np.argsort(score, kind="stable")
     mask = np.zeros(n, dtype=bool)
     mask[order[:k]] = True

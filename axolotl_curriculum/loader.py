@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 
+import numpy as np
 from torch.utils.data import BatchSampler, DataLoader, Dataset
 
 from .cut import Cuts, apply_cut
@@ -31,7 +32,14 @@ class CutDataset(Dataset):
     def __getitem__(self, spec: Spec) -> dict:
         return apply_cut(self.rows[spec[0]], *spec[1:])
 
-    def __getitems__(self, specs: list[Spec]) -> list[dict]:
+    def __getitems__(self, specs: list[Spec] | list[list[Spec]]) -> list:
+        """A micro-batch: a list of specs, or (packed) a list of bins of specs, which the
+        packing collator takes as a list of lists of rows. torch's fetcher hands the whole
+        micro-batch here; Axolotl's patched fetcher asks `__getitem__` per spec instead."""
+        if specs and isinstance(specs[0], list):  # packed: bins
+            flat = self.__getitems__([spec for b in specs for spec in b])
+            edges = np.cumsum([0] + [len(b) for b in specs])
+            return [flat[edges[i]:edges[i + 1]] for i in range(len(specs))]
         if hasattr(self.rows, "__getitems__"):
             rows = self.rows.__getitems__([spec[0] for spec in specs])
         else:

@@ -46,10 +46,15 @@ def _pad(rows: list[dict], pad_id: int, device) -> dict:
 
 
 def _labelled(row: dict, first_label: int) -> dict:
+    """The row with the labels the loss scores, as `rows.row_stats` reads them: `labels`, else
+    TRL's `completion_mask` (1 = scored), else every token."""
+    ids = list(row["input_ids"])
     labels = row.get("labels")
-    if labels is None:
-        labels = list(row["input_ids"])
-    return {"input_ids": list(row["input_ids"]), "labels": list(labels), "first": first_label}
+    if labels is None and row.get("completion_mask") is not None:
+        labels = [t if m == 1 else -100 for t, m in zip(ids, row["completion_mask"])]
+    elif labels is None:
+        labels = ids
+    return {"input_ids": ids, "labels": list(labels), "first": first_label}
 
 
 def model_scores(score: str, model, dataset, rows: Rows, *, rank: int = 0, world_size: int = 1,

@@ -35,11 +35,15 @@ class BatchPlan:
     batches of a short level take more examples); "examples" keeps the examples per step (a
     short level feeds fewer tokens). When a level admits fewer rows than a step could hold, the
     step holds each of them once and its micro-batches are smaller.
+    `pad_to_multiple_of`: the collator pads each micro-batch's rows to its longest row rounded
+    up to this multiple (Axolotl: 64, or about sequence_len with `pad_to_sequence_len`); the
+    positions the model really runs on, which the shapes and `positions` counts use.
     """
 
     def __init__(self, rows: Rows, *, batch_size: int, seed: int, shuffle: bool = True,
                  capacity: int | None = None, bin_size: int | None = None,
-                 pack: Packer | None = None, budget: str = "tokens"):
+                 pack: Packer | None = None, budget: str = "tokens",
+                 pad_to_multiple_of: int | None = None):
         if budget not in BUDGETS:
             raise ValueError(f"budget: got {budget!r}; use one of {BUDGETS}")
         if pack is not None and not capacity:
@@ -53,6 +57,7 @@ class BatchPlan:
         self.bin_size = bin_size or capacity
         self.pack = pack
         self.budget = budget
+        self.pad_to_multiple_of = pad_to_multiple_of  # the collator's: a micro-batch's width
         trainable = rows.first_label < rows.lengths
         self._full_mean = float(rows.lengths[trainable].mean()) if trainable.any() else 1.0
 
@@ -78,10 +83,23 @@ class BatchPlan:
         levels = [c for c in levels if c.fed.any()]
         longest = [int(c.lengths[c.fed].max()) for c in levels]
         if self.packed:
-            return [(self.batch_size, self.capacity, min(max(longest), self.capacity))]
-        shapes = {(self.examples_per_batch(c), n, n) for c, n in zip(levels, longest)}
+            return [(self.batch_size, self.padded(self.capacity),
+                     min(max(longest), self.capacity))]
+        shapes = {(self.examples_per_batch(c), self.padded(n), n) for c, n in zip(levels, longest)}
         return sorted(s for s in shapes
                       if not any(o != s and o[0] >= s[0] and o[1] >= s[1] for o in shapes))
+
+    def padded(self, width: int) -> int:
+        """The width the collator pads a micro-batch whose longest row is `width` tokens to."""
+        m = self.pad_to_multiple_of
+        return -(-width // m) * m if m else width
+
+    def positions(self, batch: list) -> int:
+        """Positions (padding included) of one planned micro-batch as the collator shapes it:
+        its rows (examples, or packed bins) times the padded width of the longest."""
+        rows = [sum(s[1] + s[3] - s[2] for s in b) for b in batch] if self.packed \
+            else [s[1] + s[3] - s[2] for s in batch]
+        return len(rows) * self.padded(max(rows, default=0))
 
     def epoch(self, epoch: int, n_batches: int, batches_per_step: int,
               cuts_for_step: Callable[[int], Cuts]) -> Iterator[tuple[dict, list]]:
@@ -104,7 +122,9 @@ class BatchPlan:
                 batches = self._packed_step(stream, cuts, count)
             else:
                 batches = self._plain_step(stream, cuts, count)
-            yield stream.end_step(), batches
+            stats = stream.end_step()
+            stats["positions"] = sum(self.positions(b) for b in batches)
+            yield stats, batches
             emitted += count
             step += 1
 
@@ -160,8 +180,9 @@ def _split(items: list, count: int) -> list[list]:
     return [items[edges[i]:edges[i + 1]] for i in range(count)]
 
 
-STEP_COUNTS = ("examples", "tokens", "tokens_cut", "cut", "prompt_cut", "skipped_no_label",
-               "skipped_too_long", "deferred")
+# tokens: fed, padding excluded; positions: what the model runs on, padding included
+STEP_COUNTS = ("examples", "tokens", "positions", "tokens_cut", "cut", "prompt_cut",
+               "skipped_no_label", "skipped_too_long", "deferred")
 
 
 class _Stream:

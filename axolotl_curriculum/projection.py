@@ -9,7 +9,6 @@ which `report` puts beside what was fed.
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from pathlib import Path
@@ -19,9 +18,10 @@ import numpy as np
 
 from .config import Curriculum
 from .cut import Cuts, Rows, level_cuts
-from .flops import train_flops
+from .flops import matmul_params, train_flops
 from .plan import STEP_COUNTS, BatchPlan, Packer
 from .run import CurriculumRun
+from .runlog import dumps
 
 # Per level, summed over its steps: the plan's step counts, which the training log writes as
 # rank 0's `global_<key>` fields (curriculum_log.jsonl) and the summary sums per level.
@@ -48,12 +48,25 @@ def _outcomes(rows: Rows, cuts: Cuts) -> dict[str, int]:
     }
 
 
-def _step_counts(stats: dict, batches: list, packed: bool) -> dict:
-    """One planned step's counts (plan.STEP_COUNTS and the waiting gauge) and fed lengths."""
-    specs = [s for b in batches for s in (sum(b, []) if packed else b)]
-    out = {key: int(stats[key]) for key in (*STEP_COUNTS, "waiting")}
-    out["fed_lengths"] = [s[1] + s[3] - s[2] for s in specs]
-    return out
+def _step_flops(plan: BatchPlan, batches: list, model_config: Any) -> float:
+    """Training FLOPs of one planned step as the collator shapes it. Unpacked: every row of a
+    micro-batch runs at its padded width (attention over padding is computed, then masked).
+    Packed: each example attends within itself; padding at a row's end costs the matmuls."""
+    flops = 0.0
+    for batch in batches:
+        if plan.packed:
+            lengths = [s[1] + s[3] - s[2] for b in batch for s in b]
+            pad = plan.positions(batch) - sum(lengths)
+            flops += train_flops(model_config, np.asarray(lengths)) + 6 * matmul_params(model_config) * pad
+        else:
+            width = plan.positions(batch) // max(len(batch), 1)
+            flops += train_flops(model_config, np.full(len(batch), width))
+    return flops
+
+
+def _step_counts(stats: dict) -> dict:
+    """One planned step's counts (plan.STEP_COUNTS and the waiting gauge)."""
+    return {key: int(stats[key]) for key in (*STEP_COUNTS, "waiting")}
 
 
 def _simulate(plan: BatchPlan, level_of: list[int], per_step: int, steps_per_epoch: int,
@@ -81,12 +94,12 @@ def _simulate(plan: BatchPlan, level_of: list[int], per_step: int, steps_per_epo
                 exact = False
                 step = next((t for t in range(s, total) if acc[level_of[t]]["steps"] < sample), total)
                 break
-            counts = _step_counts(stats, batches, plan.packed)
+            counts = _step_counts(stats)
             a = acc[level]
             for key in TOTALS:
                 a[key] += counts[key]
             a["steps"] += 1
-            a["flops"] += train_flops(model_config, np.asarray(counts["fed_lengths"]))
+            a["flops"] += _step_flops(plan, batches, model_config)
             last_waiting[level] = counts["waiting"]
         else:
             step = end
@@ -99,14 +112,16 @@ def run_for(rows: Rows, block: Curriculum | dict, *, batch_size: int, world_size
             grad_accum: int = 1, packed: bool = False, capacity: int | None = None,
             bin_size: int | None = None, seed: int = 42, shuffle: bool = True,
             pack: Packer | None = None, truncate_excess: bool = False,
-            sequence_len: int | None = None, total_steps: int = 1, scores=None) -> CurriculumRun:
+            sequence_len: int | None = None, total_steps: int = 1, scores=None,
+            pad_to_multiple_of: int | None = None) -> CurriculumRun:
     """The `CurriculumRun` a trainer would build for these rows and settings (`levels: auto`
     resolved, levels that cannot fill a step switched off or refused), as `plan` needs it."""
     run = CurriculumRun(block, ".", world_size=world_size, grad_accum=grad_accum,
                         truncate_excess=truncate_excess)
     plan = BatchPlan(rows, batch_size=batch_size, seed=seed, shuffle=shuffle,
                      capacity=capacity if packed else None, bin_size=bin_size,
-                     pack=pack if packed else None, budget=run.curriculum.budget_for(packed))
+                     pack=pack if packed else None, budget=run.curriculum.budget_for(packed),
+                     pad_to_multiple_of=pad_to_multiple_of)
     run.use_data(rows, plan, sequence_len=sequence_len, total_steps=total_steps, scores=scores)
     return run
 
@@ -151,7 +166,7 @@ def project(run: CurriculumRun, *, total_steps: int, model_config: Any,
         scale = steps / a["steps"] if a["steps"] else 0.0
         out = _outcomes(rows, cuts[k])
         per = {key: (a[key] / a["steps"] if a["steps"] else 0.0)
-               for key in ("examples", "tokens", "tokens_cut")}
+               for key in ("examples", "tokens", "positions", "tokens_cut")}
         step_flops = a["flops"] / a["steps"] if a["steps"] else 0.0
         levels.append({
             "level": k,
@@ -165,6 +180,7 @@ def project(run: CurriculumRun, *, total_steps: int, model_config: Any,
             "share_tokens_cut": out["tokens_cut"] / max(full_tokens, 1),
             "examples_per_step": per["examples"],
             "tokens_per_step": per["tokens"],
+            "positions_per_step": per["positions"],
             "tokens_cut_per_step": per["tokens_cut"],
             **{key: int(round(a[key] * scale)) for key in TOTALS},
             "waiting": a["waiting"],
@@ -213,7 +229,7 @@ def write_run_plan(run: Any, output_dir, **kwargs) -> Path | None:
     try:
         projection = project_run(run, **kwargs)
         path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(projection, indent=2) + "\n")
+        path.write_text(dumps(projection, indent=2) + "\n")
     except Exception as exc:  # noqa: BLE001 - never fail training over the plan
         LOG.warning("curriculum: %s not written: %s: %s", PLAN_FILE, type(exc).__name__, exc)
         return None
@@ -232,6 +248,10 @@ def format_table(projection: dict[str, Any]) -> str:
     head = ("level", "input_len", "steps", "truncation", "whole", "cut", "prompt_cut", "skipped",
             "waiting", "tokens kept", "tokens cut", "examples/step", "tokens/step",
             "flops/token", "flops/step")
+    # positions: what the model runs on, the collator's padding included (only when it pads)
+    padded = any(lv["positions_per_step"] - lv["tokens_per_step"] >= 1 for lv in projection["levels"])
+    if padded:
+        head = (*head[:13], "positions/step", *head[13:])
     table = [head]
     for lv in projection["levels"]:
         steps = str(lv["steps"])
@@ -244,6 +264,7 @@ def format_table(projection: dict[str, Any]) -> str:
             _share(lv["rows_prompt_cut"], n), _share(skipped, n), _share(lv["rows_waiting"], n),
             f"{100 * lv['share_tokens_kept']:.0f}%", f"{100 * lv['share_tokens_cut']:.0f}%",
             f"{lv['examples_per_step']:.1f}", f"{lv['tokens_per_step']:.0f}",
+            *([f"{lv['positions_per_step']:.0f}"] if padded else []),
             f"{lv['rel_flops_per_token']:.2f}x", f"{lv['rel_flops_per_step']:.2f}x",
         ))
     widths = [max(len(row[i]) for row in table) for i in range(len(head))]

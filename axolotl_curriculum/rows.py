@@ -106,7 +106,10 @@ def content_digest(dataset, columns: tuple[str, ...] = ("input_ids", "labels", "
             _, lengths, values = _flat(column)
             h.update(np.ascontiguousarray(lengths))
         else:
-            values = column.to_numpy(zero_copy_only=False).astype(np.float64)
+            values = column.to_numpy(zero_copy_only=False)
+            if not np.issubdtype(values.dtype, np.number):  # hashed as text: the score's own
+                values = np.frombuffer("\0".join(map(str, values)).encode(), np.uint8)  # check
+            values = values.astype(np.float64)  # names a column that holds no numbers
         h.update(np.ascontiguousarray(values))
     index = _index(dataset)
     if index is not None:

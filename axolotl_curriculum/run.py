@@ -29,7 +29,7 @@ from .plan import STEP_COUNTS, BatchPlan, Packer
 from .difficulty import admitted
 from . import score_cache
 from .rows import boundary_mask, content_digest, difficulty_scores, row_stats
-from .runlog import RunLog
+from .runlog import GRAD_NORM, LOSS, RunLog
 from .schedule import Segment, Timeline
 from .sense_grad import Gate
 
@@ -106,6 +106,10 @@ class CurriculumRun:
         self._level: int | None = None
         self._decision_fields: dict[str, Any] = {}
         self.global_step = 0  # optimizer steps finished (after a resume: the checkpoint's)
+        # (rows, positions per row, longest example) of the micro-batches pre-flighted so far;
+        # `preflight_at(shapes)`, set by an adapter, runs a forward+backward at each new one
+        self.preflighted: list[tuple[int, int, int]] = []
+        self.preflight_at: Callable[[list], None] | None = None
 
     @property
     def sense_grad(self):
@@ -147,6 +151,18 @@ class CurriculumRun:
     def levels_in_use(self) -> list[int]:
         return [k for k, cap in enumerate(self.timeline.max_steps) if cap != 0]
 
+    def preflight_new_shapes(self) -> list[tuple[int, int, int]]:
+        """Pre-flight the largest micro-batch shapes the levels can feed now that no earlier
+        pre-flight covers (at the start, and after a re-score changed what a level admits: an
+        unpacked token budget then changes how many examples a micro-batch holds)."""
+        shapes = self.plan.largest_batches([self.cuts(k) for k in self.levels_in_use()])
+        new = [s for s in shapes
+               if not any(o[0] >= s[0] and o[1] >= s[1] for o in self.preflighted)]
+        if new and self.preflight_at is not None:
+            self.preflight_at(new)
+            self.preflighted += new
+        return new
+
     def use_data(self, rows: Rows, plan: BatchPlan, *, sequence_len: int | None = None,
                  total_steps: int | None = None, scores: np.ndarray | None = None) -> None:
         """Take the run's row statistics and plan; check every level can fill a step.
@@ -185,11 +201,23 @@ class CurriculumRun:
             self._too_few(k, fed)
 
     def _too_few(self, k: int, fed: int) -> None:
+        cur = self.curriculum
+        fixes = ["raise input_len"]
+        if cur.admit_of(k) < 1:
+            fixes.append("admit")
+        if cur.prompt_cut == "none" and cur.truncation_of(k) != "filter":
+            # the rows whose prompt fills the level: prompt_cut: left would feed them
+            left = level_cuts(self.rows, cur.input_lens[k], cur.truncation_of(k),
+                              window=cur.segment_window, prompt_cut="left",
+                              keep_prompt_head=cur.keep_prompt_head)
+            if int(left.fed.sum()) > fed:
+                fixes.append(f"set curriculum.prompt_cut: left (it feeds {int(left.fed.sum())} "
+                             "by shortening their prompts)")
         raise ValueError(
             f"curriculum.levels[{k}].input_len: {fed} examples keep a trainable token when cut "
-            f"to {self.curriculum.input_lens[k]}, fewer than the {self.batches_per_step} "
+            f"to {cur.input_lens[k]}, fewer than the {self.batches_per_step} "
             "micro-batches of one optimizer step (world size x gradient_accumulation_steps); "
-            f"raise input_len{' or admit' if self.curriculum.admit_of(k) < 1 else ''} or add data")
+            f"{', '.join(fixes)} or add data")
 
     def _scores(self, dataset, rows: Rows, mask, model, batch_size: int, tokenizer) -> np.ndarray:
         """The initial difficulty scores, from the cache when every rank finds them there."""
@@ -264,6 +292,7 @@ class CurriculumRun:
                      bin_size: int | None = None, n_batches: int | None = None,
                      num_workers: int = 0, skip_trained: bool = True,
                      current_step: Callable[[], int] | None = None, model=None,
+                     scores_from=None, pad_to_multiple_of: int | None = None,
                      **loader_args) -> DataLoader:
         """The curriculum's train loader over a tokenized map-style dataset (`input_ids`,
         optional `labels`), for a trainer adapter or a hand-written loop.
@@ -276,18 +305,30 @@ class CurriculumRun:
         model difficulty scores (`loss`, `ifd`: one pass before step 1). After
         `load_state_dict`, the first epoch starts at the checkpoint's step (`skip_trained`;
         a trainer that skips replayed batches itself passes False and its `current_step`).
+        `scores_from`: the same rows with every column (a trainer drops unused columns before
+        collating, a `column` score among them); default `dataset`. `pad_to_multiple_of`: the
+        collator's (a micro-batch is padded to its longest row rounded up to it), so the
+        pre-flight shapes and the planned `positions` are the ones the model runs on.
         """
         cur = self.curriculum
         modes = [cur.truncation] if cur.is_auto else [cur.truncation_of(k) for k in range(len(cur.levels))]
         wants_segments = cur.difficulty is not None and cur.difficulty.score == "segments"
-        mask = (boundary_mask(tokenizer, cur.boundaries or DEFAULT_BOUNDARIES)
-                if "segment" in modes or wants_segments else None)
+        mask = None
+        if "segment" in modes or wants_segments:
+            if tokenizer is None:
+                raise ValueError(
+                    f"curriculum.{'truncation' if 'segment' in modes else 'difficulty'}: "
+                    "segments are found with the tokenizer's boundary tokens; pass tokenizer= "
+                    "to train_loader")
+            mask = boundary_mask(tokenizer, cur.boundaries or DEFAULT_BOUNDARIES)
         rows = row_stats(dataset, mask)
-        scores = (self._scores(dataset, rows, mask, model, batch_size, tokenizer)
+        scores = (self._scores(dataset if scores_from is None else scores_from, rows, mask,
+                               model, batch_size, tokenizer)
                   if cur.difficulty else None)
         budget = cur.budget_for(pack is not None)
         plan = BatchPlan(rows, batch_size=batch_size, seed=seed, shuffle=shuffle,
-                         capacity=capacity, bin_size=bin_size, pack=pack, budget=budget)
+                         capacity=capacity, bin_size=bin_size, pack=pack, budget=budget,
+                         pad_to_multiple_of=pad_to_multiple_of)
         if n_batches is None:
             per_batch = batch_size * (capacity if pack is not None else 1)
             units = int(np.minimum(rows.lengths, capacity).sum()) if pack is not None else len(rows)
@@ -297,6 +338,11 @@ class CurriculumRun:
                             else math.ceil(epochs * self.steps_per_epoch))
         self.use_data(rows, plan, sequence_len=sequence_len, total_steps=self.total_steps,
                       scores=scores)
+        if pack is not None and max(self.curriculum.input_lens) > capacity:
+            k = int(np.argmax(self.curriculum.input_lens))
+            raise ValueError(f"curriculum.levels[{k}].input_len: {self.curriculum.input_lens[k]} "
+                             f"tokens do not fit in a packed row of capacity={capacity}; lower "
+                             "input_len or raise capacity")
         sampler = self.make_sampler(n_batches, current_step, num_workers, skip_trained)
         if self.rescoring:
             self._scoring = (dataset, model, batch_size)
@@ -333,8 +379,8 @@ class CurriculumRun:
             grad = norm_scalar(grad_norm, device)
             values = self.log.end_step(grad, **fields)
             if self.gate is not None:
-                # grad norm, loss (plain indexing: a list index would copy it to the device)
-                self._gate_pending.append(torch.stack([values[4], values[3]]))
+                # plain indexing: a list index would copy it to the device
+                self._gate_pending.append(torch.stack([values[GRAD_NORM], values[LOSS]]))
                 if global_step % self.sense_grad.check_every == 0:
                     self.check(global_step)
         if self.rescoring:
@@ -368,6 +414,7 @@ class CurriculumRun:
         fed = int(self.cuts(level).fed.sum())
         if fed < self.batches_per_step:
             self._too_few(level, fed)
+        self.preflight_new_shapes()
         changed = int((admitted(scores, self.curriculum.admit_of(level)) != before).sum()) // 2
         fields = {"rescore_level": level, "rescore_from_step": step + 1, "rescore_changed": changed,
                   "rescore_seconds": round(time.perf_counter() - start, 3)}
@@ -432,7 +479,9 @@ class CurriculumRun:
                                                         if self.scores is not None else None),
                            **{f"global_{key}": t.get(key, 0) for key in (*STEP_COUNTS, "waiting")}})
         return {"curriculum": self.curriculum.model_dump(mode="json"), "levels": levels,
-                "never_fits": sum(t.get("skipped_too_long", 0) for t in self.totals.values())}
+                # rows, not skip events (a row is skipped again in every pass)
+                "never_fits": (int(self.cuts(self.timeline.last_level).too_long.sum())
+                               if self.rows is not None else 0)}
 
     def summary_text(self) -> str:
         keys = ("steps", *(f"global_{k}" for k in (*STEP_COUNTS, "waiting")))
@@ -460,6 +509,8 @@ class CurriculumRun:
         Pending gate statistics are read first (a collective: call it on every rank)."""
         if self.gate is not None:
             self.sync_gate(global_step)
+        # the log lines up to the checkpoint are written with it: a crash after it loses none
+        self._since_log += self.log.flush()
         return {"curriculum": self.curriculum.model_dump(mode="json"),
                 "timeline": self.timeline.to_dict(), "scores": self._scores_state(),
                 "gate": self.gate.state_dict() if self.gate else None,

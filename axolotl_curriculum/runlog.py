@@ -16,6 +16,11 @@ from pathlib import Path
 import torch
 
 LOG_FILE = "curriculum_log.jsonl"
+# A step's device tensor, in this order: this rank's measurements (batch_stats.measure_batch),
+# its loss summed over micro-batches, and the trainer's gradient norm.
+MEASURED = ("max_example_len", "tokens", "len_sq", "positions")
+STEP_VALUES = (*MEASURED, "loss", "grad_norm")
+LOSS, GRAD_NORM = STEP_VALUES.index("loss"), STEP_VALUES.index("grad_norm")
 SUMMARY_FILE = "curriculum_summary.json"
 
 
@@ -30,8 +35,9 @@ def strict(value):
     return value
 
 
-def dumps(value) -> str:
-    return json.dumps(strict(value), allow_nan=False)
+def dumps(value, indent: int | None = None) -> str:
+    """Strict JSON (null, never NaN or Infinity): what every file the run writes holds."""
+    return json.dumps(strict(value), allow_nan=False, indent=indent)
 
 
 def read_lines(path: Path) -> list[dict]:
@@ -63,8 +69,7 @@ class RunLog:
         self.path.write_text("".join(dumps(r) + "\n" for r in kept))
 
     def add_micro_batch(self, measured: torch.Tensor) -> None:
-        """One micro-batch's device tensor [longest example, tokens, sum of squared example
-        lengths, loss]."""
+        """One micro-batch's device tensor: `MEASURED`, then its loss."""
         self._micro.append(measured)
 
     @property
@@ -74,12 +79,12 @@ class RunLog:
     def end_step(self, grad_norm: torch.Tensor, **fields) -> torch.Tensor:
         """Close a step: reduce its micro-batches on the device, keep the host fields.
 
-        Returns the step's device tensor [longest example, tokens, len_sq, loss, grad norm]."""
+        Returns the step's device tensor, `STEP_VALUES` in order: the longest example is the
+        micro-batches' max, every other measure their sum."""
         stacked = torch.stack(self._micro)
         fields["micro_batches"] = len(self._micro)
         self._micro = []
-        values = torch.stack([stacked[:, 0].max(), stacked[:, 1].sum(), stacked[:, 2].sum(),
-                              stacked[:, 3].sum(), grad_norm])
+        values = torch.cat([stacked[:, :1].amax(0), stacked[:, 1:].sum(0), grad_norm.reshape(1)])
         self._pending.append((fields, values))
         return values
 
@@ -99,10 +104,10 @@ class RunLog:
             return []
         values = torch.stack([t for _, t in self._pending]).cpu().tolist()
         records = [
-            {"step": fields["step"], "rank": self.rank, **fields, "max_example_len": int(longest),
-             "tokens": int(tokens), "len_sq": int(len_sq), "loss": loss, "grad_norm": grad_norm}
-            for (fields, _), (longest, tokens, len_sq, loss, grad_norm)
-            in zip(self._pending, values)
+            {"step": fields["step"], "rank": self.rank, **fields,
+             **{key: int(v) for key, v in zip(MEASURED, row)},
+             "loss": row[LOSS], "grad_norm": row[GRAD_NORM]}
+            for (fields, _), row in zip(self._pending, values)
         ]
         self._pending = []
         with self.path.open("a") as f:
@@ -111,4 +116,4 @@ class RunLog:
 
     def write_summary(self, summary: dict) -> None:
         if self.rank == 0:
-            (self.path.parent / SUMMARY_FILE).write_text(json.dumps(strict(summary), indent=1))
+            (self.path.parent / SUMMARY_FILE).write_text(dumps(summary, indent=1))

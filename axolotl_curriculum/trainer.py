@@ -34,13 +34,26 @@ def _packed(args) -> bool:
     return bool(getattr(args, "sample_packing", False)) and not getattr(args, "pretraining", False)
 
 
+def collator_padding(collator) -> int | None:
+    """The multiple a collator pads a micro-batch's width to (None: to its longest row).
+
+    HF's and Axolotl's collators say it in `pad_to_multiple_of` (Axolotl: 64, or about
+    sequence_len with `pad_to_sequence_len`); `padding="max_length"` pads to `max_length`."""
+    padding = getattr(collator, "padding", True)
+    max_length = getattr(collator, "max_length", None)
+    if str(getattr(padding, "value", padding)) == "max_length" and max_length:
+        return int(max_length)
+    multiple = getattr(collator, "pad_to_multiple_of", None)
+    return int(multiple) if multiple else None
+
+
 def train_dataloader(trainer, run: CurriculumRun, pack: Packer | None,
                      sequence_len: int | None = None) -> DataLoader:
     """The trainer's train loader, planned by the curriculum; its length is the trainer's own
     batch count (Axolotl's multipack count when packed), so max_steps, epochs and the LR
     schedule stay as the trainer computes them."""
     args = trainer.args
-    dataset = trainer.train_dataset
+    dataset = full = trainer.train_dataset
     packed = _packed(args)
     if not packed:
         dataset = trainer._remove_unused_columns(dataset, description="training")
@@ -64,8 +77,12 @@ def train_dataloader(trainer, run: CurriculumRun, pack: Packer | None,
         shuffle=not isinstance(getattr(base, "sampler", base), SequentialSampler),
         tokenizer=getattr(trainer, "processing_class", None) or getattr(trainer, "tokenizer", None),
         sequence_len=sequence_len, epochs=args.num_train_epochs, max_steps=args.max_steps,
-        current_step=lambda: trainer.state.global_step, skip_trained=False, num_workers=workers,
-        model=trainer.model,
+        # the trainer skips the replayed start of a resumed epoch, unless told not to: then the
+        # loader does not yield it (else those steps would train on the epoch's first batches)
+        current_step=lambda: trainer.state.global_step,
+        skip_trained=bool(getattr(args, "ignore_data_skip", False)), num_workers=workers,
+        model=trainer.model, scores_from=full,
+        pad_to_multiple_of=collator_padding(trainer.data_collator),
         prefetch_factor=args.dataloader_prefetch_factor, pin_memory=args.dataloader_pin_memory,
         persistent_workers=args.dataloader_persistent_workers,
         worker_init_fn=partial(seed_worker, num_workers=workers, rank=args.process_index))
@@ -74,20 +91,13 @@ def train_dataloader(trainer, run: CurriculumRun, pack: Packer | None,
     return loader
 
 
-def run_preflight(trainer, run: CurriculumRun) -> None:
-    """One forward+backward at each of the largest micro-batch shapes the plan can feed."""
-    wanted = run.curriculum.preflight
-    if wanted is None:
-        wanted = torch.cuda.is_available()
-    if not wanted or run.plan is None:
-        return
-    if trainer.is_deepspeed_enabled:
-        LOG.info("curriculum: pre-flight skipped under DeepSpeed (its engine owns backward)")
-        return
+def run_preflight(trainer, run: CurriculumRun, shapes: list[tuple[int, int, int]]) -> None:
+    """One forward+backward at each of these micro-batch shapes (rows, positions, longest
+    example), the largest the plan can feed; `run.preflight_new_shapes` says which."""
     model = trainer.model_wrapped
     vocab = trainer.model.config.get_text_config().vocab_size
     device = next(trainer.model.parameters()).device
-    shapes = run.plan.largest_batches([run.cuts(k) for k in run.levels_in_use()])
+    training = model.training
     model.train()
     for rows, tokens, longest in shapes:
         batch = full_length_batch(rows, tokens, vocab, device, run.plan.packed, longest)
@@ -96,6 +106,21 @@ def run_preflight(trainer, run: CurriculumRun) -> None:
         if run.rank == 0:
             LOG.info("curriculum: pre-flight at the largest micro-batch (%d rows x %d tokens) fits",
                      rows, tokens)
+    model.train(training)
+
+
+def use_preflight(trainer, run: CurriculumRun) -> None:
+    """Pre-flight at the start (and after each re-score, for shapes not yet covered)."""
+    wanted = run.curriculum.preflight
+    if wanted is None:
+        wanted = torch.cuda.is_available()
+    if not wanted or run.plan is None:
+        return
+    if trainer.is_deepspeed_enabled:
+        LOG.info("curriculum: pre-flight skipped under DeepSpeed (its engine owns backward)")
+        return
+    run.preflight_at = lambda shapes: run_preflight(trainer, run, shapes)
+    run.preflight_new_shapes()
 
 
 class CurriculumCallback(TrainerCallback):
@@ -112,7 +137,7 @@ class CurriculumCallback(TrainerCallback):
             saved = json.loads(path.read_text()) if path and path.exists() else None
             self.run.load_state_dict(saved, state.global_step)
         self.run.start()
-        run_preflight(self.trainer, self.run)
+        use_preflight(self.trainer, self.run)
 
     def on_step_end(self, args, state, control, **kwargs):
         self.run.on_step_end(state.global_step, self.grad_norm)

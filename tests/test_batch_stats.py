@@ -1,5 +1,6 @@
-"""Batch measurements against Axolotl's real collators: padding is never counted as fed, and
-attention's work is counted per example, not per packed row."""
+"""Batch measurements against Axolotl's real collators: padding is never counted as fed (but
+counted in `positions`, what the model runs on), and attention's work is counted per example,
+not per packed row."""
 
 import pytest
 from transformers import AutoTokenizer
@@ -37,7 +38,7 @@ def test_packed_rows(tokenizer, collator_name, mask):
     bins = [[feature(50, mask=mask), feature(30, masked_prompt=10, mask=mask)], [feature(100, mask=mask)]]
     batch = collator(bins)
     batch.pop("attention_mask", None) if not mask else None
-    assert measure_batch(batch, tokenizer.pad_token_id).tolist() == [100, 180, sq(50, 30, 100)]
+    assert measure_batch(batch, tokenizer.pad_token_id).tolist() == [100, 180, sq(50, 30, 100), 2 * 128]
 
 
 def test_full_row_has_no_padding(tokenizer):
@@ -46,7 +47,7 @@ def test_full_row_has_no_padding(tokenizer):
     collator = BatchSamplerDataCollatorForSeq2Seq(tokenizer, padding=True, pad_to_multiple_of=64,
                                                   return_tensors="pt")
     batch = collator([[feature(40), feature(24)]])
-    assert measure_batch(batch, tokenizer.pad_token_id).tolist() == [40, 64, sq(40, 24)]
+    assert measure_batch(batch, tokenizer.pad_token_id).tolist() == [40, 64, sq(40, 24), 64]
 
 
 def test_unpacked_rows(tokenizer):
@@ -55,4 +56,4 @@ def test_unpacked_rows(tokenizer):
     collator = DataCollatorForSeq2Seq(tokenizer, padding=True, pad_to_multiple_of=64,
                                       return_tensors="pt")
     rows = [{k: v for k, v in feature(n).items() if k != "position_ids"} for n in (7, 31, 12)]
-    assert measure_batch(collator(rows), tokenizer.pad_token_id).tolist() == [31, 50, sq(7, 31, 12)]
+    assert measure_batch(collator(rows), tokenizer.pad_token_id).tolist() == [31, 50, sq(7, 31, 12), 3 * 64]

@@ -53,6 +53,20 @@ def test_scores_equal_the_models_own_loss_row_by_row(tiny_model, score):
     np.testing.assert_allclose(got, want, rtol=1e-4)
 
 
+@pytest.mark.parametrize("score", ["loss", "ifd"])
+def test_trl_rows_score_their_completion_only(tiny_model, score):
+    """TRL's format: `completion_mask` and no `labels`; the prompt is not scored, as in the
+    reference, which gives the model the same row with the prompt's labels masked."""
+    dataset = instructions(tiny_model)
+    trl = Dataset.from_list([{"input_ids": r["input_ids"],
+                              "completion_mask": [int(t != -100) for t in r["labels"]]}
+                             for r in dataset])
+    model = AutoModelForCausalLM.from_pretrained(tiny_model)
+    got = model_scores(score, model, trl, row_stats(trl), batch_size=4)
+    want = [reference(model, dataset[i], score) for i in range(len(dataset))]
+    np.testing.assert_allclose(got, want, rtol=1e-4)
+
+
 def test_a_sample_scores_its_share_and_gives_the_rest_the_median(tiny_model):
     dataset = instructions(tiny_model)
     model = AutoModelForCausalLM.from_pretrained(tiny_model)

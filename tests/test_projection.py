@@ -1,7 +1,10 @@
 """plan's numbers against an independent count from the lengths (and Axolotl's packer)."""
 
+import itertools
+
 import numpy as np
 import pytest
+import torch
 
 from axolotl_curriculum.cut import Rows
 from axolotl_curriculum.flops import train_flops
@@ -23,9 +26,22 @@ def unpacked(rows, block, steps=10, batch=4, world=1, accum=1, sample_steps=2000
     return project(run, total_steps=steps, model_config=MODEL, sample_steps=sample_steps)
 
 
-def test_head_cuts_match_a_count_from_lengths():
+def padded_flops(lengths, per_batch, multiple=None):
+    """Micro-batches of `per_batch` consecutive examples, each row run at the batch's width: its
+    longest row, rounded up to the collator's multiple."""
+    total = 0.0
+    for i in range(0, len(lengths), per_batch):
+        batch = lengths[i:i + per_batch]
+        width = -(-batch.max() // multiple) * multiple if multiple else batch.max()
+        total += train_flops(MODEL, np.full(len(batch), width))
+    return total
+
+
+@pytest.mark.parametrize("multiple", [None, 64])
+def test_head_cuts_match_a_count_from_lengths(multiple):
     rows = rows_of()
-    p = unpacked(rows, {"levels": LEVELS, "budget": "examples"}, batch=3, world=2, accum=2)
+    p = unpacked(rows, {"levels": LEVELS, "budget": "examples"}, batch=3, world=2, accum=2,
+                 pad_to_multiple_of=multiple)
     L = rows.lengths
     total = int(L.sum())
     order = np.arange(10 * 12) % len(L)  # shuffle off: rows in order, 12 examples per step
@@ -39,11 +55,15 @@ def test_head_cuts_match_a_count_from_lengths():
         assert lv["examples"] == steps * 12 and lv["examples_per_step"] == 12
         assert lv["tokens"] == int(np.minimum(fed, input_len).sum())
         assert lv["tokens_cut"] == int(np.maximum(fed - input_len, 0).sum())
-        assert lv["flops"] == pytest.approx(train_flops(MODEL, np.minimum(fed, input_len)))
+        cut = np.minimum(fed, input_len)
+        assert lv["flops"] == pytest.approx(padded_flops(cut, 3, multiple))
+        widths = [-(-b.max() // multiple) * multiple if multiple else b.max()
+                  for b in cut.reshape(-1, 3)]
+        assert lv["positions"] == 3 * sum(widths) and lv["positions"] >= lv["tokens"]
         assert lv["skipped_no_label"] == lv["skipped_too_long"] == lv["prompt_cut"] == 0
     t = p["total"]
     assert t["exact"] and t["steps"] == 10
-    assert t["flops_full_length"] == pytest.approx(10 * train_flops(MODEL, L[:120]) / 10)
+    assert t["flops_full_length"] == pytest.approx(padded_flops(L[:120], 3, multiple))
     assert t["ratio"] == pytest.approx(t["flops"] / t["flops_full_length"])
     assert t["ratio"] < 1  # fewer tokens at the short levels under the examples budget
 
@@ -77,25 +97,74 @@ def test_filter_waits_and_too_long():
     assert kept["levels"][1]["rows_cut"] == int((L > 100).sum())
 
 
-def test_packed_with_axolotls_packer():
-    from axolotl_curriculum.cut import level_cuts
-    from axolotl_curriculum.plan import BatchPlan
+def pack_rows(capacity):
+    """A packing collator: each bin becomes one row of `capacity` positions, its examples one
+    after another with their own position_ids (padding: -1)."""
+    def collate(bins):
+        ids = torch.full((len(bins), capacity), -1)
+        pos = torch.full((len(bins), capacity), -1)
+        for r, b in enumerate(bins):
+            flat = [t for example in b for t in example["input_ids"]]
+            ids[r, :len(flat)] = torch.tensor(flat)
+            pos[r, :len(flat)] = torch.tensor([p for e in b for p in range(len(e["input_ids"]))])
+        return {"input_ids": ids, "position_ids": pos}
+    return collate
+
+
+def examples_in(batch) -> list[list[list[int]]]:
+    """Per packed row of a collated micro-batch, its examples' token ids (read from the tensors)."""
+    out = []
+    for ids, pos in zip(batch["input_ids"].tolist(), batch["position_ids"].tolist()):
+        row = []
+        for t, p in zip(ids, pos):
+            if p == 0:
+                row.append([])
+            if p >= 0:
+                row[-1].append(t)
+        out.append(row)
+    return out
+
+
+def test_packed_with_axolotls_packer(tmp_path):
+    from datasets import Dataset
+
     from axolotl_curriculum.plugin import axolotl_pack
+    from axolotl_curriculum.run import CurriculumRun
 
     rows = rows_of(n=600)
     run = run_for(rows, {"levels": LEVELS}, batch_size=2, packed=True, capacity=128,
                   bin_size=200, total_steps=10, grad_accum=2, pack=axolotl_pack)
     p = project(run, total_steps=10, model_config=MODEL)
     short, mid, full = p["levels"]
-    # An independent count of what the plan's bins hold in the short level's 4 steps.
-    plan = BatchPlan(rows, batch_size=2, seed=42, capacity=128, bin_size=200, pack=axolotl_pack)
-    cuts = level_cuts(rows, 16)
-    bins = [[b for mb in batches for b in mb] for _, batches in plan.epoch(0, 8, 2, lambda k: cuts)]
-    fed = [[s[1] + s[3] - s[2] for b in step for s in b] for step in bins]
-    assert short["examples"] == sum(map(len, fed)) and short["tokens"] == sum(map(sum, fed))
-    # Pieces of 10-16 tokens: a row is full but for a gap smaller than any piece (rows left over
-    # twice go in first, so a row may end a few tokens short of 128).
-    assert all(128 - sum(s[1] + s[3] - s[2] for s in b) < 10 for step in bins for b in step)
+    # The witness: what a real train loader of the same settings hands the model in the short
+    # level's 4 steps (8 micro-batches), read from the collated tensors, each example traced back
+    # to its row of the dataset (random ids: a 10-16 token prefix names its row).
+    rng = np.random.default_rng(1)
+    ids = [rng.integers(4, 1024, n).tolist() for n in rows.lengths]
+    dataset = Dataset.from_list([{"input_ids": x, "labels": x} for x in ids])
+    by_prefix = {tuple(x[:16]): i for i, x in enumerate(ids)}
+    assert len(by_prefix) == len(ids)
+    loader = CurriculumRun({"levels": LEVELS}, tmp_path, grad_accum=2).train_loader(
+        dataset, pack_rows(128), 2, seed=42, pack=axolotl_pack, capacity=128, bin_size=200,
+        max_steps=10)
+    batches = list(itertools.islice(iter(loader), 8))
+    examples = tokens = tokens_cut = 0
+    for step in range(4):
+        fed = [examples_in(b) for b in batches[2 * step:2 * step + 2]]
+        rows_fed = []
+        for packed_row in (r for mb in fed for r in mb):
+            # a row is full but for a gap smaller than any piece (10-16 tokens; rows left over
+            # twice go in first, so a row may end a few tokens short of 128)
+            assert 128 - sum(map(len, packed_row)) < 10
+            for example in packed_row:
+                i = by_prefix[tuple(example[:16])]
+                assert example == ids[i][:16]  # the row's head, cut at input_len 16
+                rows_fed.append(i)
+                examples, tokens = examples + 1, tokens + len(example)
+                tokens_cut += len(ids[i]) - len(example)
+        assert len(rows_fed) == len(set(rows_fed))  # no example twice in a step
+    assert (short["examples"], short["tokens"], short["tokens_cut"]) == (examples, tokens, tokens_cut)
+    assert short["steps"] == 4 and short["tokens_per_step"] == tokens / 4
     assert 0.97 * 2 * 2 * 128 <= short["tokens_per_step"] <= 2 * 2 * 128
     assert short["examples_per_step"] >= 2 * 2 * 128 / 16
     assert short["examples_per_step"] > mid["examples_per_step"] > full["examples_per_step"]
