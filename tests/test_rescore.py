@@ -3,6 +3,7 @@ level admits by the new scores, no example is fed twice in a pass, and a resume 
 
 import numpy as np
 import torch
+from datasets import Dataset
 from transformers import AutoModelForCausalLM
 
 from axolotl_curriculum import Curriculum
@@ -108,3 +109,34 @@ def test_a_sense_grad_advance_re_scores_at_the_step_end_that_decides(tiny_model,
     assert all(admitted(run._score_sets[1], 0.6)[fed[g]].all() for g in range(7, 13))
     every = [r for rows in fed.values() for r in rows]
     assert len(every) == len(set(every))
+
+
+def test_a_re_score_pre_flights_the_shapes_it_opens(tiny_model, tmp_path):
+    """Unpacked under the token budget, a level's micro-batch holds as many examples as its
+    admitted rows' mean length allows; a re-score that admits others changes the shape. Here
+    the scores first rank long rows easiest, then (re-scored) short ones: the next level feeds
+    wider micro-batches of short rows, which no shape pre-flighted at the start covers. Every
+    micro-batch fed (its rows x its longest row) fits a pre-flighted shape."""
+    torch.manual_seed(0)
+    rng = np.random.default_rng(0)
+    ds = Dataset.from_list([{"input_ids": ids, "labels": ids, "row": i} for i, ids in enumerate(
+        rng.integers(3, 200, size=n).tolist() for n in rng.integers(4, 60, size=60))])
+    lengths = np.asarray([len(ids) for ids in ds["input_ids"]], dtype=np.float64)
+    model = AutoModelForCausalLM.from_pretrained(tiny_model)
+    block = {"difficulty": {"score": "loss", "rescore": True}, "budget": "tokens", "levels": [
+        {"input_len": 64, "max_steps": 3, "admit": 0.3}, {"input_len": 64, "max_steps": 3, "admit": 0.35},
+        {"input_len": 64}]}
+    run = CurriculumRun(block, tmp_path, pad_token_id=0)
+    designed = iter([-lengths, lengths])  # the model's scores, in turn: long rows, then short
+    run._compute_scores = lambda *args: next(designed)
+    loader = run.train_loader(ds, lambda rows: rows, batch_size=2, model=model, max_steps=9)
+    checked = []
+    run.preflight_at = checked.extend
+    run.preflight_new_shapes()  # as the trainer adapter does before step 1
+    at_start = list(checked)
+    fed = train(run, loader, model, 1, steps=9)
+    assert run._score_from == [0, 3]
+    shapes = [(len(rows), int(lengths[rows].max())) for rows in fed.values()]
+    covered = lambda shape, by: any(r >= shape[0] and w >= shape[1] for r, w, _ in by)  # noqa: E731
+    assert all(covered(s, checked) for s in shapes), (shapes, checked)
+    assert not all(covered(s, at_start) for s in shapes[3:6]), (shapes, at_start)
