@@ -179,6 +179,8 @@ class Level(BaseModel):
     min_steps: int | None = None   # with sense_grad: steps in this level at least
     truncation: str | None = None  # this level's cut mode (default: curriculum.truncation)
     admit: float | None = None     # with difficulty: the easiest share of examples admitted
+    rope_theta: float | None = None  # the RoPE base from this level on (rope.py)
+    rope_scaling: dict | None = None  # transformers' RoPE scaling from this level on, e.g. yarn
 
 
 class Curriculum(BaseModel):
@@ -295,6 +297,10 @@ class Curriculum(BaseModel):
                 )
             previous, previous_admit = input_len, admit if admit is not None else 1.0
             _check_choice(f"{where}.truncation", level.get("truncation"), TRUNCATIONS)
+            if level.get("rope_theta") is not None or level.get("rope_scaling") is not None:
+                from .rope import check_rope  # transformers' RoPE functions, only when used
+
+                check_rope(where, level.get("rope_theta"), level.get("rope_scaling"))
             _check_int(f"{where}.max_steps", level.get("max_steps"), 1)
             _check_int(f"{where}.min_steps", level.get("min_steps"), 1)
             if level.get("max_steps") is None and i < len(levels) - 1:
@@ -335,6 +341,19 @@ class Curriculum(BaseModel):
     def truncation_of(self, level: int) -> str:
         return self.levels[level].truncation or self.truncation
 
+    def rope_of(self, level: int) -> tuple[float | None, dict | None] | None:
+        """(rope_theta, rope_scaling) in effect at `level`: each key as the latest level up to
+        it set it (a raised base stays raised); None while no level has set either."""
+        theta = scaling = None
+        for lv in self.levels[:level + 1]:
+            theta = lv.rope_theta if lv.rope_theta is not None else theta
+            scaling = lv.rope_scaling if lv.rope_scaling is not None else scaling
+        return None if theta is None and scaling is None else (theta, scaling)
+
+    @property
+    def sets_rope(self) -> bool:
+        return not self.is_auto and any(self.rope_of(k) for k in range(len(self.levels)))
+
     def min_steps(self, level: int) -> int:
         own = self.levels[level].min_steps
         return own if own is not None else (self.sense_grad or SenseGrad()).min_steps
@@ -349,6 +368,30 @@ class Curriculum(BaseModel):
                     f"curriculum.levels[{i}].input_len: got {level.input_len}, above "
                     f"sequence_len {sequence_len}; use at most {sequence_len} or raise sequence_len"
                 )
+
+    def check_run_length(self, total_steps: int, *, length_from: str = "max_steps") -> str | None:
+        """The last (full-length) level must get steps: the levels before it may not take the
+        whole run (`total_steps` optimizer steps, set by the config key `length_from`).
+
+        Raises `ValueError` naming both numbers and the fix. With sense_grad the levels'
+        max_steps are caps a level may end before, so it is not an error: the same message is
+        returned for the caller to warn with. None when the run is long enough (or levels: auto,
+        which chooses its steps from the run's length).
+        """
+        if self.is_auto or len(self.levels) < 2:
+            return None
+        before = sum(level.max_steps or 0 for level in self.levels[:-1])
+        if before < total_steps:
+            return None
+        run = (f"the run's max_steps is {total_steps}" if length_from == "max_steps"
+               else f"the run has {total_steps} (from {length_from})")
+        message = (f"curriculum.levels: the levels before the last take {before} steps, {run}: "
+                   f"the last level (input_len {self.levels[-1].input_len}) would never train; "
+                   f"lower the levels' max_steps or raise {length_from}")
+        if self.sense_grad is None:
+            raise ValueError(message)
+        return (f"{message} (with sense_grad they are caps: the last level trains only if "
+                "earlier levels end sooner)")
 
     def budget_for(self, packed: bool) -> str:
         """The budget in effect: packed rows stay full unless told otherwise (docs/cuts.md)."""

@@ -29,6 +29,7 @@ from .plan import STEP_COUNTS, BatchPlan, Packer
 from .difficulty import admitted
 from . import score_cache
 from .rows import boundary_mask, content_digest, difficulty_scores, row_stats
+from .rope import apply_rope, merged, model_rope
 from .runlog import GRAD_NORM, LOSS, RunLog
 from .schedule import Segment, Timeline
 from .sense_grad import Gate
@@ -110,6 +111,9 @@ class CurriculumRun:
         # `preflight_at(shapes)`, set by an adapter, runs a forward+backward at each new one
         self.preflighted: list[tuple[int, int, int]] = []
         self.preflight_at: Callable[[list], None] | None = None
+        # per-level RoPE (rope.py): the model, its own RoPE parameters, and those applied now
+        self._rope: tuple[torch.nn.Module, dict] | None = None
+        self._rope_applied: dict | None = None
 
     @property
     def sense_grad(self):
@@ -338,6 +342,15 @@ class CurriculumRun:
                             else math.ceil(epochs * self.steps_per_epoch))
         self.use_data(rows, plan, sequence_len=sequence_len, total_steps=self.total_steps,
                       scores=scores)
+        warning = self.curriculum.check_run_length(
+            self.total_steps, length_from="max_steps" if max_steps > 0 else "num_train_epochs")
+        if warning and self.rank == 0:
+            LOG.warning("curriculum: %s", warning)
+        if self.curriculum.sets_rope:
+            if model is None:
+                raise ValueError("curriculum.levels: rope_theta / rope_scaling change the model's "
+                                 "rotary embedding; pass model= to train_loader")
+            self._rope = (model, model_rope(model))
         if pack is not None and max(self.curriculum.input_lens) > capacity:
             k = int(np.argmax(self.curriculum.input_lens))
             raise ValueError(f"curriculum.levels[{k}].input_len: {self.curriculum.input_lens[k]} "
@@ -372,6 +385,8 @@ class CurriculumRun:
             totals[key] = totals.get(key, 0) + value if key != "waiting" else value
         fields = {"step": global_step, "level": level, "input_len": input_len,
                   "truncation": self.curriculum.truncation_of(level)}
+        if self._rope_applied is not None:  # the RoPE this step ran with
+            fields["rope_theta"] = self._rope_applied["rope_theta"]
         if self.rank == 0:
             fields.update({f"global_{key}": value for key, value in planned.items()})
         device = self.log.device
@@ -385,8 +400,29 @@ class CurriculumRun:
                     self.check(global_step)
         if self.rescoring:
             self._rescore_if_due(global_step)
+        self._apply_rope(global_step)
         if self.log.pending >= FLUSH_EVERY:
             self._since_log += self.log.flush()
+
+    # -- per-level RoPE (host work, only when a level changes it) -----------------------------
+    def _apply_rope(self, step: int) -> None:
+        """Give the model the RoPE of the level 0-based `step` trains at, before its first
+        forward: every rank at the same step (the timeline is the same on every rank)."""
+        if self._rope is None:
+            return
+        model, base = self._rope
+        level = self.timeline.level_at(step)
+        keys = self.curriculum.rope_of(level)
+        params = merged(base, *keys) if keys else base
+        if params == self._rope_applied:
+            return
+        if self._rope_applied is None and keys and self.rank == 0:
+            LOG.info("curriculum: level %d's RoPE %s replaces the model's own %s (the level's "
+                     "keys win over the model config's)", level, params, base)
+        apply_rope(model, params)
+        self._rope_applied = params
+        if self.rank == 0:
+            LOG.info("curriculum: RoPE from step %d (level %d): %s", step + 1, level, params)
 
     # -- rescore (host work, only at a level switch) ----------------------------------------------
     @property
@@ -458,6 +494,8 @@ class CurriculumRun:
             "curriculum/max_example_len": max(r["max_example_len"] for r in records),
             "curriculum/tokens_per_step": sum(r["tokens"] for r in records) / len(records),
         }
+        if "rope_theta" in last:
+            out["curriculum/rope_theta"] = last["rope_theta"]
         for key in STEP_COUNTS:
             if f"global_{key}" in last:
                 out[f"curriculum/global_{key}"] = sum(r.get(f"global_{key}", 0) for r in records)
@@ -494,8 +532,10 @@ class CurriculumRun:
 
     def start(self) -> None:
         """Before the first step (after `load_state_dict` on a resume): open the run log,
-        dropping lines past the step training continues from."""
+        dropping lines past the step training continues from. The model gets the RoPE of
+        the level the next step trains at."""
         self.log.start(resumed_at=self.global_step)
+        self._apply_rope(self.global_step)
 
     def finish(self) -> None:
         self.log.flush()
