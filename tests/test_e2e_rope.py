@@ -1,0 +1,69 @@
+"""Per-level RoPE through the real `axolotl train`: full weights on 1 process (unpacked), LoRA on
+2 gloo ranks (packed). A probe plugin compares, before every step, each rank's rotary
+frequencies (and, with full weights, the logits) with a model built anew from a config that
+carries the RoPE this test expects; the saved model reloads with the last level's RoPE."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import pytest
+import torch
+from transformers import AutoModelForCausalLM
+
+from conftest import PLUGINS, two_ranks
+
+pytestmark = [pytest.mark.e2e, pytest.mark.axolotl_api]
+
+LEVELS = [{"input_len": 32, "max_steps": 4},
+          {"input_len": 64, "max_steps": 4, "rope_theta": 40_000.0},
+          {"input_len": 128, "rope_theta": 160_000.0}]
+# the tiny llama's own RoPE is the default at theta 10000 (demo.save_llama)
+EXPECTED = [[1, {"rope_type": "default", "rope_theta": 10_000.0}],
+            [5, {"rope_type": "default", "rope_theta": 40_000.0}],
+            [9, {"rope_type": "default", "rope_theta": 160_000.0}]]
+
+
+def probed(axolotl_train, launcher=(), **overrides):
+    env = {"ROPE_EXPECTED": json.dumps(EXPECTED),
+           "PYTHONPATH": os.pathsep.join(p for p in (str(PLUGINS), os.environ.get("PYTHONPATH")) if p)}
+    return axolotl_train(launcher, env=env, max_steps=12, logging_steps=4,
+                         plugins=["axolotl_curriculum.CurriculumPlugin", "rope_probe.RopeProbe"],
+                         curriculum={"levels": LEVELS}, **overrides)
+
+
+def seen(run, rank):
+    return json.loads((run.out / f"rope_probe.rank{rank}.json").read_text())
+
+
+def check_steps(records):
+    assert [r["step"] for r in records] == list(range(1, 13))
+    for r in records:
+        want = [p for first, p in EXPECTED if first <= r["step"]][-1]
+        assert r["inv_freq"] and all(r["scaling"]), r
+        assert r["config"]["rope_theta"] == want["rope_theta"], r
+        if "logits_diff" in r:
+            assert r["logits_diff"] < 1e-5, r
+
+
+def test_full_weights_one_rank_each_level_runs_its_rope_and_the_saved_model_keeps_it(axolotl_train):
+    run = probed(axolotl_train, sample_packing=False)
+    check_steps(seen(run, 0))
+    assert [r["rope_theta"] for r in run.rank(0)] == [10_000.0] * 4 + [40_000.0] * 4 + [160_000.0] * 4
+    saved = AutoModelForCausalLM.from_pretrained(run.out)
+    assert saved.config.rope_parameters["rope_theta"] == 160_000.0
+    with torch.no_grad():  # it generates with that RoPE (not the base's): its rotary says so
+        rotary = saved.model.rotary_emb
+        dim = rotary.inv_freq.numel() * 2
+        torch.testing.assert_close(rotary.inv_freq,
+                                   1.0 / 160_000.0 ** (torch.arange(0, dim, 2).float() / dim))
+
+
+def test_lora_two_ranks_packed_every_rank_switches_at_the_same_step(axolotl_train):
+    run = probed(axolotl_train, two_ranks(), adapter="lora", lora_r=4, lora_alpha=8,
+                 lora_target_modules=["q_proj", "v_proj"], learning_rate=1e-2)
+    for rank in (0, 1):
+        check_steps(seen(run, rank))
+        assert [r["rope_theta"] for r in run.rank(rank)] == ([10_000.0] * 4 + [40_000.0] * 4
+                                                             + [160_000.0] * 4)
