@@ -53,7 +53,7 @@ def check_rope(where: str, theta: Any, scaling: Any) -> None:
         config = LlamaConfig(hidden_size=64, num_attention_heads=2, max_position_embeddings=longest,
                              rope_parameters={"rope_theta": 10000.0, **scaling, "rope_type": kind})
         config.validate_rope()
-        inv_freq, _ = ROPE_INIT_FUNCTIONS[kind](config, None) if kind != "default" else (
+        inv_freq, _ = ROPE_INIT_FUNCTIONS[kind](config) if kind != "default" else (
             torch.ones(1), 1.0)
     except (KeyError, ValueError, TypeError) as err:
         raise ValueError(f"{where}.rope_scaling: transformers cannot compute {kind} RoPE from "
@@ -123,7 +123,7 @@ def apply_rope(model: torch.nn.Module, params: dict) -> None:
         kind = params.get("rope_type", "default")
         init = module.compute_default_rope_parameters if kind == "default" else ROPE_INIT_FUNCTIONS[kind]
         with torch.no_grad():
-            inv_freq, scaling = init(module.config, module.inv_freq.device)
+            inv_freq, scaling = init(module.config)  # (transformers 5.18 dropped `device`)
             module.inv_freq.copy_(inv_freq.to(module.inv_freq.dtype))
             if isinstance(getattr(module, "original_inv_freq", None), torch.Tensor):
                 module.original_inv_freq.copy_(inv_freq.to(module.original_inv_freq.dtype))
