@@ -517,6 +517,7 @@ class CurriculumRun:
                                                         if self.scores is not None else None),
                            **{f"global_{key}": t.get(key, 0) for key in (*STEP_COUNTS, "waiting")}})
         return {"curriculum": self.curriculum.model_dump(mode="json"), "levels": levels,
+                **({"rope": self._rope_applied} if self._rope_applied is not None else {}),
                 # rows, not skip events (a row is skipped again in every pass)
                 "never_fits": (int(self.cuts(self.timeline.last_level).too_long.sum())
                                if self.rows is not None else 0)}

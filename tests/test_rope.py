@@ -8,6 +8,7 @@ restores the level's RoPE; a model without RoPE is refused before step 1."""
 from __future__ import annotations
 
 import copy
+import json
 
 import pytest
 import torch
@@ -112,8 +113,10 @@ def test_each_level_trains_with_its_rope_and_the_saved_model_keeps_the_last(fami
     train(run, loader, model, 9, at_step=witness)
     assert sorted(checked) == [0, 1, 2]
     run.finish()
-    thetas = [r["rope_theta"] for r in (tmp_path / "out" / "curriculum_log.jsonl").read_text()
-              .splitlines() for r in [__import__("json").loads(r)]]
+    summary = json.loads((tmp_path / "out" / "curriculum_summary.json").read_text())
+    assert {k: summary["rope"][k] for k in EXPECTED[2]} == EXPECTED[2]
+    lines = (tmp_path / "out" / "curriculum_log.jsonl").read_text().splitlines()
+    thetas = [json.loads(line)["rope_theta"] for line in lines]
     assert thetas == [THETAS[0]] * 3 + [THETAS[1]] * 3 + [THETAS[2]] * 3
 
     model.save_pretrained(tmp_path / "saved")
