@@ -169,6 +169,52 @@ class Difficulty(BaseModel):
         return data
 
 
+RAMP_KEYS = ("from", "to", "steps", "step_size", "shape", "degree")
+
+
+def _ramp(levels: Any, ramp: Any, sense: Any) -> tuple[list[dict], dict]:
+    """`levels: {ramp: {...}}` checked and expanded into the levels it passes through (ramp.py);
+    a dumped block (levels listed beside its ramp) must list exactly those levels."""
+    from .ramp import MAX_RAMP_LEVELS, SHAPES, ramp_levels
+
+    where = "curriculum.levels.ramp"
+    example = "e.g. {ramp: {from: 64, to: 4096, steps: 2000, step_size: 64, shape: linear}}"
+    if isinstance(levels, dict):
+        _check_keys("curriculum.levels", levels, ["ramp"])
+        ramp = levels.get("ramp")
+    if not isinstance(ramp, dict):
+        raise ValueError(f"{where}: got {ramp!r}; use a mapping, {example}")
+    _check_keys(where, ramp, list(RAMP_KEYS))
+    for key in ("from", "to", "steps"):
+        if key not in ramp:
+            raise ValueError(f"{where}.{key}: missing; {example}")
+    _check_int(f"{where}.from", ramp["from"], MIN_INPUT_LEN)
+    _check_int(f"{where}.to", ramp["to"], MIN_INPUT_LEN)
+    if ramp["from"] >= ramp["to"]:
+        raise ValueError(f"{where}.from: got {ramp['from']}, not below to ({ramp['to']}); a ramp "
+                         "grows: use from < to")
+    _check_int(f"{where}.steps", ramp["steps"], 1)
+    _check_int(f"{where}.step_size", ramp.get("step_size"), 1)
+    _check_choice(f"{where}.shape", ramp.get("shape"), SHAPES)
+    if "degree" in ramp:
+        if ramp.get("shape") != "root":
+            raise ValueError(f"{where}.degree: only used with shape: root; remove it")
+        _check_float(f"{where}.degree", ramp["degree"], 1.0)
+    if sense is not None:
+        raise ValueError("curriculum.sense_grad: a ramp's length follows the steps, not the gate; "
+                         "remove sense_grad, or list levels instead of a ramp")
+    expanded = ramp_levels(ramp)
+    if len(expanded) > MAX_RAMP_LEVELS:
+        raise ValueError(f"{where}.step_size: the ramp passes through {len(expanded)} lengths, "
+                         f"more than {MAX_RAMP_LEVELS}; raise step_size")
+    if isinstance(levels, list) and [
+            lv.model_dump(exclude_none=True) if isinstance(lv, Level)
+            else {k: v for k, v in lv.items() if v is not None} for lv in levels] != expanded:
+        raise ValueError("curriculum.ramp: set a ramp as levels: {ramp: {...}}, not beside a list "
+                         "of levels")
+    return expanded, dict(ramp)
+
+
 class Level(BaseModel):
     """LEVEL: one stage of training; every example is cut to at most `input_len` tokens."""
 
@@ -200,6 +246,7 @@ class Curriculum(BaseModel):
     keep_prompt_head: int = 0        # left: tokens kept from the prompt's start (the instruction)
     budget: str | None = None        # tokens | examples; default: tokens if packed, else examples
     preflight: bool | None = None    # full-length forward+backward before training; default: on GPU
+    ramp: dict | None = None         # `levels: {ramp: ...}` as written; `levels` holds its steps
 
     @model_validator(mode="before")
     @classmethod
@@ -248,6 +295,9 @@ class Curriculum(BaseModel):
                              "strings, e.g. ['.', '!', '?', '\\n']")
 
         levels = data.get("levels")
+        if isinstance(levels, dict) or data.get("ramp") is not None:
+            levels, data["ramp"] = _ramp(levels, data.get("ramp"), sense)
+            data["levels"] = levels
         if "auto" in data and data["auto"] is not None:
             if levels != "auto":
                 raise ValueError("curriculum.auto: only used with `levels: auto`; remove it or "
