@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import socket
 import subprocess
 from pathlib import Path
@@ -23,6 +24,9 @@ def long_corpus(tiny_model, tmp_path_factory) -> Path:
     """Every row longer than 64 tokens, so each level's cut shows in every batch."""
     return write_corpus(tmp_path_factory.mktemp("data") / "long.jsonl", tiny_model,
                         n=400, min_tokens=70, max_tokens=128, seed=1)
+
+
+PLUGINS = Path(__file__).with_name("plugins")
 
 
 def two_ranks() -> tuple[str, ...]:
@@ -52,8 +56,17 @@ def axolotl_train(tmp_path, tiny_model, long_corpus):
     """Run `axolotl train` on a config built from the demo's defaults plus overrides."""
 
     def run(launcher_args: tuple[str, ...] = (), env: dict | None = None, check: bool = True,
-            **overrides) -> AxolotlRun:
+            probe: bool = False, **overrides) -> AxolotlRun:
+        """`probe`: add tests/plugins/fed_probe.py's FedProbe (what the model's forward received,
+        the rows each micro-batch fetched and the train dataset's rows, from outside)."""
         out = tmp_path / "out"
+        if probe:
+            plugins = overrides.get("plugins")
+            plugins = list(["axolotl_curriculum.CurriculumPlugin"] if plugins is None else plugins)
+            overrides["plugins"] = plugins + ["fed_probe.FedProbe"] * ("fed_probe.FedProbe" not in plugins)
+            env = dict(env or {})
+            env["PYTHONPATH"] = os.pathsep.join(
+                p for p in (str(PLUGINS), env.get("PYTHONPATH"), os.environ.get("PYTHONPATH")) if p)
         cfg = base_config(tiny_model, long_corpus, out, **overrides)
         path = tmp_path / "config.yml"
         path.write_text(yaml.safe_dump(cfg, sort_keys=False))

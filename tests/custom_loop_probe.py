@@ -1,11 +1,14 @@
 """Runs examples/custom_loop.py's loop with a probe on the model's forward (test-only).
 
     accelerate launch --multi_gpu --num_processes 2 tests/custom_loop_probe.py WORKDIR
+    python tests/custom_loop_probe.py WORKDIR --plain [--stop-at N | --resume] [--probe NAME]
 
-Each rank writes WORKDIR/probe.rank{R}.jsonl: per forward, the length of every row it received
-(attention mask sums), measured outside the curriculum.
+Each rank writes WORKDIR/{NAME}.rank{R}.jsonl (default NAME: probe): per forward, what it
+received, measured outside the curriculum: the length of every row (attention mask sums) and its
+token ids (padding left out).
 """
 
+import argparse
 import importlib.util
 import json
 import sys
@@ -24,15 +27,30 @@ def load_example():
 def probe(path: Path):
     def on_model(model):
         def record(module, args, kwargs):
+            mask = kwargs["attention_mask"]
+            ids = [[t for t, m in zip(row, keep) if m]
+                   for row, keep in zip(kwargs["input_ids"].tolist(), mask.tolist())]
             with path.open("a") as f:
-                f.write(json.dumps(kwargs["attention_mask"].sum(dim=1).tolist()) + "\n")
+                f.write(json.dumps({"lengths": mask.sum(dim=1).tolist(), "ids": ids}) + "\n")
         model.register_forward_pre_hook(record, with_kwargs=True)
     return on_model
+
+
+def read(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text().splitlines()]
 
 
 if __name__ == "__main__":
     import os
 
-    work = Path(sys.argv[1]).resolve()
+    parser = argparse.ArgumentParser()
+    parser.add_argument("workdir", type=Path)
+    parser.add_argument("--plain", action="store_true", help="one process, no accelerate")
+    parser.add_argument("--stop-at", type=int)
+    parser.add_argument("--resume", action="store_true")
+    parser.add_argument("--probe", default="probe")
+    args = parser.parse_args()
+    work = args.workdir.resolve()
     rank = int(os.environ.get("RANK", 0))
-    load_example().main(work, use_accelerate=True, on_model=probe(work / f"probe.rank{rank}.jsonl"))
+    load_example().main(work, use_accelerate=not args.plain, stop_at=args.stop_at,
+                        resume=args.resume, on_model=probe(work / f"{args.probe}.rank{rank}.jsonl"))

@@ -13,12 +13,12 @@ from pathlib import Path
 import pytest
 
 from axolotl_curriculum.demo import axolotl_env
-from custom_loop_probe import load_example, probe
+from custom_loop_probe import load_example, probe, read
 
 pytestmark = pytest.mark.e2e
 
 ROOT = Path(__file__).resolve().parents[1]
-EXAMPLE = ROOT / "examples" / "custom_loop.py"
+PROBE = ROOT / "tests" / "custom_loop_probe.py"
 INPUT_LENS = (32, 64, 128)
 
 
@@ -28,36 +28,74 @@ def records(work: Path, rank: int | None = None) -> list[dict]:
     return sorted((r for r in recs if rank is None or r["rank"] == rank), key=lambda r: r["step"])
 
 
-def check_fed(recs: list[dict], forwards: list[list[int]], grad_accum: int) -> None:
-    """Every forward's rows respect the logged level's input_len; each level really fed."""
+DELAY = 2  # steps from a decision to the data: 1 + ceil(2 / GRAD_ACCUM) without workers
+
+
+def witnessed_levels(forwards: list[dict], grad_accum: int) -> list[int | None]:
+    """Per optimizer step, the level its forwards show. Every row is 70-128 tokens long, so
+    level 0 cuts each to exactly 32 tokens, level 1 to exactly 64, and level 2 feeds whole rows."""
+    levels = []
+    for i in range(0, len(forwards), grad_accum):
+        lengths = {n for f in forwards[i:i + grad_accum] for n in f["lengths"]}
+        levels.append(0 if lengths == {32} else 1 if lengths == {64}
+                      else 2 if min(lengths) > 64 else None)
+    return levels
+
+
+def check_fed(recs: list[dict], forwards: list[list[int]], grad_accum: int, dataset) -> None:
+    """What the model's forward received, against a row-by-row reference from `dataset[i]` and
+    the schedule the gate's logged decisions and the caps imply; the log says what was fed."""
     assert len(forwards) == grad_accum * len(recs) == grad_accum * 30
-    longest = {}
-    for k, lengths in enumerate(forwards):
-        rec = recs[k // grad_accum]
-        assert max(lengths) <= rec["input_len"], (k, rec)
-        longest[rec["level"]] = max(longest.get(rec["level"], 0), max(lengths))
-    assert sorted(longest) == [0, 1, 2]
-    for level, n in longest.items():  # rows are 70-128 tokens: every cut shows
-        assert n > (INPUT_LENS[level - 1] if level else 0)
-    assert all(r["max_example_len"] == max(max(f) for f in forwards[grad_accum * i:grad_accum * (i + 1)])
-               for i, r in enumerate(recs))
+    levels = witnessed_levels(forwards, grad_accum)
+    assert None not in levels, levels
+    # every row fed is the head of a dataset row, cut to its step's input_len
+    rows = [dataset[i]["input_ids"] for i in range(len(dataset))]
+    by_head = {tuple(ids[:32]): ids for ids in rows}
+    assert len(by_head) == len(rows)
+    for k, forward in enumerate(forwards):
+        for ids in forward["ids"]:
+            row = by_head[tuple(ids[:32])]
+            assert ids == row[:INPUT_LENS[levels[k // grad_accum]]], k
+    # levels begin where the caps (10 steps) or an earlier logged advance put them: a decision
+    # after step d announces the next level from step d + DELAY, and the data follows it
+    begin = [1]
+    for level in (1, 2):
+        advances = [r for r in recs if r.get("decision") == "advance" and r["level"] == level - 1]
+        for r in advances:
+            assert r["reason"].endswith(f"level {level} from step {r['step'] + DELAY}"), r
+        begin.append(min([begin[-1] + 10] + [r["step"] + DELAY for r in advances]))
+    expected = [sum(step >= b for b in begin) - 1 for step in range(1, 31)]
+    assert levels == expected
+    # the log says what was fed: the level, its input_len and the longest row of each step
+    assert [r["level"] for r in recs] == levels
+    assert [r["input_len"] for r in recs] == [INPUT_LENS[lv] for lv in levels]
+    assert [r["max_example_len"] for r in recs] == [
+        max(max(f["lengths"]) for f in forwards[grad_accum * i:grad_accum * (i + 1)])
+        for i in range(len(recs))]
 
 
 def test_plain_loop_feeds_each_level_and_resumes_exactly(tmp_path):
     example = load_example()
     whole = tmp_path / "whole"
     example.main(whole, on_model=probe(tmp_path / "probe.jsonl"))
-    forwards = [json.loads(line) for line in (tmp_path / "probe.jsonl").read_text().splitlines()]
+    forwards = read(tmp_path / "probe.jsonl")
+    (tmp_path / "reference").mkdir()
+    _, dataset = example.prepare(tmp_path / "reference", whole / "model")
     recs = records(whole)
-    check_fed(recs, forwards, example.GRAD_ACCUM)
-    assert any(r.get("decision") == "advance" for r in recs) or recs[10]["level"] == 1
+    check_fed(recs, forwards, example.GRAD_ACCUM, dataset)
 
-    # stopped at step 13 (level 1 or 2, mid-epoch), then resumed from the state dict
+    # stopped at step 13 (level 1 or 2, mid-epoch), then resumed from the state dict, each half
+    # in its own process with the probe on the model's forward
     stopped = tmp_path / "stopped"
-    for extra in (["--stop-at", "13"], ["--resume"]):
-        proc = subprocess.run([sys.executable, str(EXAMPLE), str(stopped), *extra],
+    for extra in (["--stop-at", "13", "--probe", "first"], ["--resume", "--probe", "second"]):
+        proc = subprocess.run([sys.executable, str(PROBE), str(stopped), "--plain", *extra],
                               env=axolotl_env(), capture_output=True, text=True, timeout=300)
         assert proc.returncode == 0, proc.stderr[-3000:]
+    first, second = read(stopped / "first.rank0.jsonl"), read(stopped / "second.rank0.jsonl")
+    # the model's forward received exactly the uninterrupted run's rows, before and after
+    assert len(first) == 13 * example.GRAD_ACCUM
+    assert [f["ids"] for f in first] == [f["ids"] for f in forwards[:len(first)]]
+    assert [f["ids"] for f in second] == [f["ids"] for f in forwards[len(first):]]
     resumed = records(stopped)
     keys = ("step", "level", "input_len", "max_example_len", "tokens", "global_examples",
             "global_tokens_cut", "decision", "reason")
@@ -79,11 +117,12 @@ def test_accelerate_loop_on_two_ranks(tmp_path):
         timeout=600)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     example = load_example()
+    (tmp_path / "reference").mkdir()
+    _, dataset = example.prepare(tmp_path / "reference", tmp_path / "model")
     by_rank = []
     for rank in (0, 1):
-        forwards = [json.loads(l) for l in (tmp_path / f"probe.rank{rank}.jsonl").read_text().splitlines()]
         recs = records(tmp_path, rank)
-        check_fed(recs, forwards, example.GRAD_ACCUM)
+        check_fed(recs, read(tmp_path / f"probe.rank{rank}.jsonl"), example.GRAD_ACCUM, dataset)
         by_rank.append(recs)
     r0, r1 = by_rank
     same = ("step", "level", "micro_batches", "decision", "reason")

@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 
 from conftest import two_ranks
-from e2e_checks import (assert_cli_plan_equals_training, assert_plan_matches_log, assert_report,
-                        logged_ladder)
+from e2e_checks import (assert_cli_plan_equals_training, assert_plan_matches_fed, assert_report,
+                        forwards, logged_ladder)
 
 pytestmark = pytest.mark.e2e
 
@@ -32,7 +32,7 @@ def assert_levels_fed(records, per_step_capacity=None):
 
 @pytest.mark.axolotl_api
 def test_packed_levels_switch_at_configured_steps(axolotl_train):
-    run = axolotl_train(use_tensorboard=True)
+    run = axolotl_train(use_tensorboard=True, probe=True)
     recs = assert_levels_fed(run.rank(0), per_step_capacity=2 * 128)
     # rows stay full: a 32-token level packs 8 pieces per 128-token row
     assert all(r["tokens"] == 256 for r in recs if r["level"] < 2)
@@ -51,7 +51,7 @@ def test_packed_levels_switch_at_configured_steps(axolotl_train):
     assert input_len[5] == 32 and input_len[30] == 128
 
     # the plan training wrote at its start is what it fed; `plan` on the config says the same
-    assert_plan_matches_log(run.out)
+    assert_plan_matches_fed(run.out)
     cli = assert_cli_plan_equals_training(run, run.out.parent / "plan")
     assert "level  input_len" in cli["stdout"]
     assert_report(run.out)
@@ -59,12 +59,12 @@ def test_packed_levels_switch_at_configured_steps(axolotl_train):
 
 @pytest.mark.axolotl_api
 def test_unpacked_batches_are_cut(axolotl_train):
-    run = axolotl_train(sample_packing=False, micro_batch_size=3)
+    run = axolotl_train(sample_packing=False, micro_batch_size=3, probe=True)
     recs = assert_levels_fed(run.rank(0))
     for r in recs:
         assert r["tokens"] <= 3 * r["input_len"]
     assert all(r["tokens"] == 3 * 32 for r in recs if r["level"] == 0)
-    assert_plan_matches_log(run.out)
+    assert_plan_matches_fed(run.out)
 
 
 def test_lora_with_gradient_accumulation(axolotl_train):
@@ -113,7 +113,7 @@ def test_two_ranks_unpacked_token_budget_with_eval_over_epochs(axolotl_train):
     """2 gloo ranks, no packing, `budget: tokens`: short levels take more examples per
     micro-batch (accelerate used to drop those steps), eval on a set that does not divide
     evenly (it could hang), and three epochs of 11 steps."""
-    run = axolotl_train(launcher_args=two_ranks(), env={"ACCELERATE_USE_CPU": "true"},
+    run = axolotl_train(launcher_args=two_ranks(), env={"ACCELERATE_USE_CPU": "true"}, probe=True,
                         sample_packing=False, micro_batch_size=8, gradient_accumulation_steps=2,
                         val_set_size=0.1, eval_strategy="steps", eval_steps=10,
                         curriculum={"levels": [{"input_len": 32, "max_steps": 10},
@@ -133,7 +133,7 @@ def test_two_ranks_unpacked_token_budget_with_eval_over_epochs(axolotl_train):
     assert run.output.count("'eval_loss'") >= 3  # steps 10, 20, 30: no hang
     assert re.search(r"'epoch': '?2\.\d", run.output)  # 360 rows / (8 x 2 x 2) = 11 steps per epoch
     assert "pre-flight at the largest micro-batch" in run.output
-    assert_plan_matches_log(run.out)  # 2 ranks, 3 epochs
+    assert_plan_matches_fed(run.out, ranks=2)  # 2 ranks, 3 epochs
     assert_report(run.out)
 
 
@@ -141,7 +141,7 @@ def test_two_ranks_unpacked_token_budget_with_eval_over_epochs(axolotl_train):
 def test_levels_auto_end_to_end(axolotl_train):
     """`levels: auto` chooses the ladder from the data and the run's 30 steps, logs it at the
     start, trains it, and `plan` on the same config shows the same ladder."""
-    run = axolotl_train(curriculum={"levels": "auto", "auto": {"min_input_len": 32}})
+    run = axolotl_train(curriculum={"levels": "auto", "auto": {"min_input_len": 32}}, probe=True)
     ladder = logged_ladder(run.output)["levels"]
     assert len(ladder) >= 2 and ladder[-1] == {"input_len": 128}
     recs = run.rank(0)
@@ -156,7 +156,7 @@ def test_levels_auto_end_to_end(axolotl_train):
     summary = json.loads((run.out / "curriculum_summary.json").read_text())
     assert [{k: v for k, v in lv.items() if v is not None}
             for lv in summary["curriculum"]["levels"]] == ladder
-    assert_plan_matches_log(run.out)
+    assert_plan_matches_fed(run.out)
     cli = assert_cli_plan_equals_training(run, run.out.parent / "plan")
     assert cli["auto"] and cli["curriculum"]["levels"] == ladder
     assert "levels: auto chooses:" in cli["stdout"]
@@ -180,6 +180,14 @@ def test_input_len_above_sequence_len_fails(axolotl_train):
     assert "curriculum.levels[2].input_len: got 128, above sequence_len 64" in run.output
 
 
-def test_no_curriculum_block_means_no_change(axolotl_train):
-    run = axolotl_train(curriculum=None)
-    assert not (run.out / "curriculum_log.jsonl").exists()
+def test_no_curriculum_block_means_no_change(axolotl_train, tmp_path):
+    """The plugin listed without a `curriculum:` block: the model's forward receives exactly the
+    batches of the same run without the plugin (read by the fed probe from outside)."""
+    with_plugin = axolotl_train(curriculum=None, max_steps=6, probe=True)
+    assert not (with_plugin.out / "curriculum_log.jsonl").exists()
+    fed = forwards(with_plugin.out)
+    with_plugin.out.rename(tmp_path / "with_plugin")
+    without = axolotl_train(curriculum=None, max_steps=6, probe=True, plugins=[])
+    assert fed == forwards(without.out)
+    assert [f["step"] for f in fed] == [1, 2, 3, 4, 5, 6]
+    assert max(len(ids) for f in fed for ids in f["input_ids"]) > 64  # whole, uncut rows

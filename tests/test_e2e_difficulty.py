@@ -2,13 +2,17 @@
 2 gloo ranks unpacked, the score cache across two runs, and `rescore` on 1 and 2 ranks."""
 
 import json
+import math
 import os
+from collections import Counter
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from conftest import two_ranks
-from e2e_checks import assert_cli_plan_equals_training, assert_plan_matches_log
+from e2e_checks import (assert_cli_plan_equals_training, assert_plan_matches_fed,
+                        fed_by_forward)
 
 pytestmark = pytest.mark.e2e
 
@@ -17,13 +21,42 @@ def summary(run):
     return json.loads((run.out / "curriculum_summary.json").read_text())
 
 
-def check_admission(recs, levels, shares, n_rows):
-    """Rows not yet admitted wait (counted), the last level feeds what waited."""
+def fed_rows_per_level(run, ranks=1, caps=(10, 10)):
+    """Per level (by the configured caps), the dataset rows the model's forward received on all
+    ranks (the fed probe, each example traced back to its row)."""
+    fed = fed_by_forward(run.out, ranks)
+    starts = [1, 1 + caps[0], 1 + caps[0] + caps[1]]
+    out = {0: set(), 1: set(), 2: set()}
+    for steps in fed.values():
+        for step, st in steps.items():
+            out[sum(step >= b for b in starts) - 1] |= {row for row, _, _ in st["fed"]}
+    return out
+
+
+def rarity_reference(out) -> np.ndarray:
+    """Row by row from the trainer's dataset: the mean surprisal of a row's tokens under the
+    dataset's own token frequencies (docs/difficulty.md's rarity)."""
+    lines = (out / "train_rows.jsonl").read_text().splitlines()
+    rows = [json.loads(line)["input_ids"] for line in lines]
+    counts = Counter(t for row in rows for t in row)
+    total = sum(counts.values())
+    return np.array([sum(-math.log(counts[t] / total) for t in row) / len(row) for row in rows])
+
+
+def check_admission(recs, fed, shares, n_rows, reference=None):
+    """What the model was fed at each level against the share it admits: no level feeds more
+    distinct rows than its share of the data, (with a reference score) only rows among the
+    easiest share by it, and the last level feeds rows the earlier ones held back."""
     assert [r["step"] for r in recs] == list(range(1, 31))
-    for k, row in enumerate(levels):
-        assert row["admit"] == shares[k]
-        if shares[k] < 1:
-            assert abs(row["admitted"] - shares[k] * n_rows) <= 1
+    for k, share in enumerate(shares[:-1]):
+        assert fed[k] and len(fed[k]) <= round(share * n_rows), k
+        if reference is not None:
+            limit = np.sort(reference)[round(share * n_rows) - 1]
+            assert all(reference[row] <= limit + 1e-9 for row in fed[k]), k
+    assert fed[2] - fed[1] - fed[0]  # what waited is fed at the last level
+    if reference is not None:
+        limit = np.sort(reference)[round(shares[-2] * n_rows) - 1]
+        assert any(reference[row] > limit + 1e-9 for row in fed[2])
     assert sum(r["global_deferred"] for r in recs if r["level"] == 0) > 0
     waiting = [r["global_waiting"] for r in recs]
     assert max(waiting) > 0 and waiting[-1] == 0
@@ -31,32 +64,38 @@ def check_admission(recs, levels, shares, n_rows):
 
 def test_pure_difficulty_curriculum_at_full_length(axolotl_train, tmp_path):
     """The same input_len at every level, a growing easiest share by rarity (packed)."""
-    run = axolotl_train(curriculum={"difficulty": "rarity", "levels": [
+    run = axolotl_train(probe=True, curriculum={"difficulty": "rarity", "levels": [
         {"input_len": 128, "max_steps": 10, "admit": 0.3},
         {"input_len": 128, "max_steps": 10, "admit": 0.6}, {"input_len": 128}]})
     recs = run.rank(0)
-    check_admission(recs, summary(run)["levels"], [0.3, 0.6, 1.0], 400)
+    reference = rarity_reference(run.out)
+    assert len(reference) == 400
+    check_admission(recs, fed_rows_per_level(run), [0.3, 0.6, 1.0], 400, reference)
+    assert [row["admit"] for row in summary(run)["levels"]] == [0.3, 0.6, 1.0]
     assert all(r["global_tokens_cut"] == 0 for r in recs)  # nothing is cut: whole rows only
     assert [r["level"] for r in recs] == [0] * 10 + [1] * 10 + [2] * 10
-    assert_plan_matches_log(run.out)  # training's plan holds back what a level does not admit
+    assert_plan_matches_fed(run.out)  # training's plan holds back what a level does not admit
     plan = assert_cli_plan_equals_training(run, tmp_path / "plan")  # and so does `plan`
-    # plan shows what the score means here: each level's admitted share and both ends of it
+    # plan shows what the score means here: each level's admitted share and both ends of it,
+    # the same as the row-by-row reference
     view = plan["difficulty"]["levels"]
-    assert [lv["admitted"] for lv in view][:2] == [row["admitted"] for row in summary(run)["levels"]][:2]
-    assert view[0]["score_max"] <= view[1]["score_max"] <= view[2]["score_max"]
+    ranked = np.sort(reference)
+    assert [lv["admitted"] for lv in view] == [120, 240, 400]
+    assert [lv["score_max"] for lv in view] == pytest.approx([ranked[119], ranked[239], ranked[-1]],
+                                                             rel=1e-9)
     assert all(len(lv["easiest"]) == 3 and all(lv["easiest"]) for lv in view)
     assert "difficulty: rarity (lower is easier)" in plan["stdout"]
 
 
 def test_two_ranks_unpacked_scored_by_the_models_loss(axolotl_train):
     """`loss`: the model scores the training set before step 1, sharded over the 2 ranks."""
-    run = axolotl_train(launcher_args=two_ranks(), env={"ACCELERATE_USE_CPU": "true"},
+    run = axolotl_train(launcher_args=two_ranks(), env={"ACCELERATE_USE_CPU": "true"}, probe=True,
                         sample_packing=False, micro_batch_size=4,
                         curriculum={"difficulty": {"score": "loss", "sample": 0.5}, "levels": [
                             {"input_len": 64, "max_steps": 10, "admit": 0.5},
                             {"input_len": 96, "max_steps": 10, "admit": 0.8}, {"input_len": 128}]})
     r0, r1 = run.rank(0), run.rank(1)
-    check_admission(r0, summary(run)["levels"], [0.5, 0.8, 1.0], 400)
+    check_admission(r0, fed_rows_per_level(run, ranks=2), [0.5, 0.8, 1.0], 400)
     for recs in (r0, r1):
         assert all(r["max_example_len"] <= r["input_len"] for r in recs)
     assert "curriculum: difficulty loss scored 200 examples" in run.output

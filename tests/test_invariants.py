@@ -8,6 +8,7 @@ is read from the micro-batches each rank receives; the order's draws are recorde
 
 from __future__ import annotations
 
+import json
 import os
 from collections import Counter
 
@@ -142,7 +143,7 @@ class Recorder:
         plan.order = recorded
 
 
-def build(cfg):
+def build(cfg, switches=True):
     dataset = cfg["dataset"]
     is_boundary = np.random.default_rng(cfg["seed"]).random(VOCAB) < 0.2
     rows = row_stats(dataset, is_boundary)
@@ -163,10 +164,16 @@ def build(cfg):
     except ValueError as err:  # a level that cannot fill one step: refused before training
         assert "fewer than the" in str(err) and "micro-batches" in str(err)
         return None
-    for start, level, cap in cfg["switches"]:
+    if switches:
+        apply_switches(run, cfg["switches"])
+    return run
+
+
+def apply_switches(run, switches):
+    """Decisions a gate took (advances, back-offs), in order of their first step."""
+    for start, level, cap in switches:
         if run.timeline.max_steps[level] != 0 and start >= run.timeline.segments[-1].start:
             run.timeline.switch(start, level, cap)
-    return run
 
 
 def fed_length(spec):
@@ -261,24 +268,44 @@ def test_every_configuration_keeps_the_invariants(cfg):
 @SETTINGS
 @given(configs(), st.integers(0, 40))
 def test_a_resumed_loader_replays_the_same_steps(cfg, resume_at):
-    """HF resumes mid-epoch by iterating the epoch again and skipping the trained batches."""
-    first, second = build(cfg), build(cfg)
-    if first is None:
+    """HF resumes mid-epoch by iterating the epoch again and skipping the trained batches.
+
+    The decisions taken before the checkpoint (switches starting at or before it) reach the
+    resumed run only through the checkpoint: it starts from a bare timeline, loads the state
+    (as JSON, through `load_state_dict`) and then takes the later decisions again. Its batches
+    from the checkpoint on must be the uninterrupted loader's, which saw every decision."""
+    whole_run = build(cfg)
+    if whole_run is None:
         return
     per_step = cfg["world"] * cfg["accum"]
     n_batches = cfg["steps_per_epoch"] * per_step
     resume_at %= cfg["steps_per_epoch"] * cfg["epochs"]
+    before = [s for s in cfg["switches"] if s[0] <= resume_at]
+    later = [s for s in cfg["switches"] if s[0] > resume_at]
     step_a = [0]
-    a = first.make_sampler(n_batches, lambda: step_a[0])
+    a = whole_run.make_sampler(n_batches, lambda: step_a[0])
     epoch = resume_at // a.steps_per_epoch
     step_a[0] = epoch * a.steps_per_epoch
     whole = list(a)
-    second.timeline.load(first.timeline.to_dict())  # as the checkpoint stores it
-    b = second.make_sampler(n_batches, lambda: resume_at)
+    # the interrupted run: it took the earlier decisions, then saved its state at resume_at
+    interrupted = build(cfg, switches=False)
+    apply_switches(interrupted, before)
+    interrupted.make_sampler(n_batches, lambda: resume_at)
+    saved = json.loads(json.dumps(interrupted.state_dict(resume_at)))
+    resumed = build(cfg, switches=False)
+    resumed.load_state_dict(saved, resume_at)
+    apply_switches(resumed, later)
+    b = resumed.make_sampler(n_batches, lambda: resume_at)
     skipped = (resume_at - epoch * b.steps_per_epoch) * per_step
-    assert list(b)[skipped:] == whole[skipped:]
+    replayed = list(b)
+    assert len(replayed) == len(whole)
+    assert replayed[skipped:] == whole[skipped:]
     assert set(b.planned) == set(range(resume_at, (epoch + 1) * b.steps_per_epoch))
     assert all(b.planned[s] == a.planned[s] for s in b.planned)
+    # and what each rank receives from accelerate's shard of the resumed loader
+    for p in range(cfg["world"]):
+        b_shard = list(BatchSamplerShard(b, cfg["world"], p, even_batches=False))
+        assert b_shard[skipped // cfg["world"]:] == whole[skipped:][p::cfg["world"]]
 
 
 # -- filter mode: waiting rows are fed or counted as never fitting ------------------------------

@@ -10,51 +10,70 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from axolotl_curriculum import score_cache
 from axolotl_curriculum.config import Difficulty
-from axolotl_curriculum.rows import content_digest
 from axolotl_curriculum.run import CurriculumRun
 from test_model_scores import instructions
 
 LEVELS = [{"input_len": 64, "max_steps": 2, "admit": 0.5}, {"input_len": 64}]
 
 
-def parts(dataset, tokenizer, spec, model=None):
-    return {"dataset": content_digest(dataset),
-            "tokenizer": score_cache.tokenizer_part(tokenizer),
-            "score": spec, "model": score_cache.model_part(model) if model is not None else None}
-
-
-def test_the_key_changes_with_the_dataset_tokenizer_score_and_model(tiny_model, tmp_path):
+def test_the_key_changes_with_the_dataset_tokenizer_score_and_model(tiny_model, tmp_path, caplog):
+    """Real runs (`CurriculumRun.train_loader`, model scores) on one cache folder: the same data,
+    tokenizer, score and model, rebuilt or loaded back from disk, hit the file the first run
+    wrote; a change of any one of them writes a file of its own (a stale hit would feed the
+    wrong admission)."""
+    caplog.set_level(logging.INFO, logger="axolotl_curriculum")
+    cache = tmp_path / "cache"
     ds = instructions(tiny_model)
     tok = AutoTokenizer.from_pretrained(tiny_model)
     model = AutoModelForCausalLM.from_pretrained(tiny_model)
     spec = {"score": "loss", "seed": 0}
-    base = score_cache.key(parts(ds, tok, spec, model))
-    # the same inputs, rebuilt or the data loaded back from disk (as Axolotl's prepared
-    # dataset is on a second run): the same key
+
+    def files():
+        return {p.name for p in cache.glob("*.npy")}
+
+    def train(dataset, tokenizer, difficulty, model_):
+        before = files()
+        caplog.clear()
+        loader(tmp_path, dataset, tokenizer, difficulty, model_)
+        return files() - before, caplog.text
+
+    written, log = train(ds, tok, spec, model)
+    assert len(written) == 1 and "difficulty scores: computed in" in log
+    [base] = written
+    # the same inputs, rebuilt or the data loaded back from disk (as Axolotl's prepared dataset
+    # is on a second run): the first run's file, loaded
     again = AutoModelForCausalLM.from_pretrained(tiny_model)
-    same = parts(instructions(tiny_model), AutoTokenizer.from_pretrained(tiny_model), dict(spec), again)
-    assert score_cache.key(same) == base
     ds.save_to_disk(tmp_path / "prepared")
-    assert score_cache.key(parts(load_from_disk(tmp_path / "prepared"), tok, spec, model)) == base
+    for name, inputs in {
+            "rebuilt": (instructions(tiny_model), AutoTokenizer.from_pretrained(tiny_model),
+                        dict(spec), again),
+            "from disk": (load_from_disk(tmp_path / "prepared"), tok, spec, model)}.items():
+        written, log = train(*inputs)
+        assert not written and f"loaded from cache {cache / base}" in log, name
+    rest = [ds[i] for i in range(1, len(ds))]
     changed = {
-        "rows selected": parts(ds.select(range(1, len(ds))), tok, spec, model),
-        "rows shuffled": parts(ds.shuffle(seed=1), tok, spec, model),
-        "a label": parts(Dataset.from_list([{**ds[0], "labels": ds[0]["labels"][:-1] + [-100]},
-                                            *[ds[i] for i in range(1, len(ds))]]), tok, spec, model),
-        "a token": parts(Dataset.from_list([{**ds[0], "input_ids": ds[0]["input_ids"][:-1] + [5]},
-                                            *[ds[i] for i in range(1, len(ds))]]), tok, spec, model),
-        "score": parts(ds, tok, {"score": "ifd", "seed": 0}, model),
-        "seed": parts(ds, tok, {"score": "loss", "seed": 1}, model),
+        "rows selected": (ds.select(range(1, len(ds))), tok, spec, model),
+        "rows shuffled": (ds.shuffle(seed=1), tok, spec, model),
+        "a label": (Dataset.from_list([{**ds[0], "labels": ds[0]["labels"][:-1] + [-100]}, *rest]),
+                    tok, spec, model),
+        "a token": (Dataset.from_list([{**ds[0], "input_ids": ds[0]["input_ids"][:-1] + [5]}, *rest]),
+                    tok, spec, model),
+        "score": (ds, tok, {"score": "ifd", "seed": 0}, model),
+        "seed": (ds, tok, {"score": "loss", "seed": 1}, model),
     }
-    tok.add_tokens(["<new>"])
-    changed["tokenizer"] = parts(ds, tok, spec, model)
-    tok = AutoTokenizer.from_pretrained(tiny_model)
+    grown = AutoTokenizer.from_pretrained(tiny_model)
+    grown.add_tokens(["<new>"])
+    changed["tokenizer"] = (ds, grown, spec, model)
     with torch.no_grad():  # one optimizer step's worth of change in one weight
         again.lm_head.weight[0, 0] += 1e-3
-    changed["trained model"] = parts(ds, tok, spec, again)
-    keys = {name: score_cache.key(p) for name, p in changed.items()}
-    assert base not in keys.values(), keys
-    assert len(set(keys.values())) == len(keys)
+    changed["trained model"] = (ds, tok, spec, again)
+    seen = {base}
+    for name, inputs in changed.items():
+        written, log = train(*inputs)
+        assert len(written) == 1 and "difficulty scores: computed in" in log, name
+        assert not written & seen, name  # a key of its own
+        seen |= written
+    assert files() == seen and len(seen) == 1 + len(changed)
 
 
 def test_store_then_load_round_trips_and_leaves_no_temporary_file(tmp_path):

@@ -1,5 +1,6 @@
 """The gate's statistics and decisions on given series (the e2e tests drive it with a model)."""
 
+import json
 import math
 
 from axolotl_curriculum import Curriculum
@@ -65,13 +66,64 @@ def test_backoff_after_spikes_right_after_a_switch():
     assert [timeline.level_at(s) for s in (5, 6, 9, 10)] == [1, 0, 0, 1]  # back for 4 steps
 
 
+def decisions_after(gate, start, grads, losses, every=2):
+    """Feed steps `start`.. and decide every `every` steps: the decisions, as a checkpointed run
+    would log them (strict JSON: NaN statistics compare as null)."""
+    out = []
+    for k, (g, loss) in enumerate(zip(grads, losses)):
+        gate.observe(start + k, g, loss)
+        step = start + k + 1
+        if step % every == 0:
+            d = gate.decide(step)
+            out.append((d.step, d.level, d.action, d.reason,
+                        json.loads(json.dumps(d.stats).replace("NaN", "null"))))
+    return out
+
+
 def test_state_round_trip():
-    gate, timeline = make_gate()
-    feed(gate, 0, [1.0, 1.5, 0.7])
-    other, _ = make_gate()
-    other.load(gate.state_dict())
-    assert other.window_stats() == gate.window_stats()
-    assert other.spikes.ema_grad == gate.spikes.ema_grad
+    """A gate checkpointed mid-run and restored from its JSON (with the timeline, as a checkpoint
+    stores both) takes every later decision the uninterrupted gate takes.
+
+    The state matters here: at the checkpoint the gate has advanced to level 1, backed off once
+    (a second back-off from level 1 is not allowed) and just re-entered level 1 with a spike (in
+    the settle steps the next check reads); the running means carry two earlier spikes, so a
+    grad norm of 3.0 after the resume is no spike against them (it would be against fresh ones).
+    """
+    def gate():
+        cur = Curriculum.model_validate({
+            "levels": [{"input_len": 8, "max_steps": 100}, {"input_len": 16, "max_steps": 100},
+                       {"input_len": 32}],
+            "sense_grad": {"window": 6, "settle_steps": 2, "min_steps": 2, "check_every": 2,
+                           "backoff": True, "backoff_spikes": 1, "backoff_steps": 4}})
+        timeline = Timeline(cur.input_lens, [lv.max_steps for lv in cur.levels])
+        return Gate(cur, timeline, delay=3), timeline
+
+    calm = lambda n: [1.0 + 0.01 * (-1) ** k for k in range(n)]  # noqa: E731
+    before, after = calm(8) + [6.0, 1.0] + calm(6) + [5.0], [1.0, 3.0] + calm(15)
+    loss = [2.0 - 0.005 * k for k in range(len(before) + len(after))]
+    n = len(before)
+    whole, timeline = gate()
+    first = decisions_after(whole, 0, before, loss[:n])
+    assert [d[2] for d in first][2:5] == ["advance", "pending", "backoff"]
+    saved = json.loads(json.dumps(whole.state_dict()))  # as the checkpoint stores them
+    saved_timeline = json.loads(json.dumps(timeline.to_dict()))
+
+    resumed, resumed_timeline = gate()
+    resumed_timeline.load(saved_timeline)
+    resumed.load(saved)
+    want = decisions_after(whole, n, after, loss[n:])
+    got = decisions_after(resumed, n, after, loss[n:])
+    assert got == want
+    levels = lambda tl: [tl.level_at(s) for s in range(80)]  # noqa: E731
+    assert levels(resumed_timeline) == levels(timeline)
+    # the spike before the checkpoint is held, not backed off again; level 2 follows
+    assert [d[2] for d in want][:6] == ["hold"] * 4 + ["advance", "pending"]
+    assert want[2][4]["spikes"] == 0 and want[2][4]["window"] == 4
+
+    # the decisions depend on the state restored: without it a gate decides otherwise
+    bare, bare_timeline = gate()
+    bare_timeline.load(saved_timeline)
+    assert decisions_after(bare, n, after, loss[n:]) != want
 
 
 def three_level_gate(max_steps_1=100, **sense):
