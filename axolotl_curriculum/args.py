@@ -20,4 +20,8 @@ class CurriculumArgs(BaseModel):
         self.curriculum.check_training(max_grad_norm=getattr(self, "max_grad_norm", None),
                                        deepspeed=bool(getattr(self, "deepspeed", None)),
                                        packed=bool(getattr(self, "sample_packing", False)))
+        max_steps = getattr(self, "max_steps", None)
+        if isinstance(max_steps, int) and max_steps > 0:  # else known once the data is (plugin)
+            # raises for a fixed schedule; the sense_grad warning is the run's, before step 1
+            self.curriculum.check_run_length(max_steps)
         return self

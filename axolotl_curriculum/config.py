@@ -13,7 +13,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, model_validator
 
 MIN_INPUT_LEN = 2  # one token has nothing to predict: its label is never scored
-TRUNCATIONS = ("head", "segment", "filter")
+TRUNCATIONS = ("head", "segment", "filter", "split")
 PROMPT_CUTS = ("left", "none")
 BUDGETS = ("tokens", "examples")
 

@@ -46,6 +46,13 @@ class Rows:
     first_label: np.ndarray
     starts: np.ndarray | None = None       # segment cuts: each row's start in the flat token array
     boundaries: np.ndarray | None = None   # segment cuts: sorted flat positions of boundary tokens
+    all_scored: np.ndarray | None = None   # split: every label after the first is scored
+                                           # (None: rows whose first scored label is 1)
+
+    def trains_every_token(self) -> np.ndarray:
+        if self.all_scored is not None:
+            return self.all_scored
+        return self.first_label == 1
 
     def __len__(self) -> int:
         return len(self.lengths)
@@ -58,6 +65,12 @@ class Cuts:
     A row not fed either `waits` (a filter level does not admit it yet: a longer level will) or
     is skipped at this level: `too_long` (longer than the last level admits, filter mode) or for
     want of a scored label in what the cut keeps.
+
+    A split level (`split_cuts`) feeds *units* instead of rows: each chunk of a split row, and
+    each other row once. Every array is then per unit; `row_of` names a unit's row, `space` is
+    the units' own `Rows` (a chunk is a whole unit, so it counts no tokens cut) and `chunk`
+    marks the units that are chunks of a longer row. The plan draws a split level's units in
+    their own order, so every chunk is fed once per pass over them.
     """
 
     head: np.ndarray
@@ -66,13 +79,22 @@ class Cuts:
     fed: np.ndarray
     waits: np.ndarray
     too_long: np.ndarray
+    row_of: np.ndarray | None = None
+    space: Rows | None = None
+    chunk: np.ndarray | None = None
+    space_key: Any = None  # the order a unit is drawn in: None for rows, else the chunk size
 
     @cached_property
     def lengths(self) -> np.ndarray:
         return self.head + self.end - self.start
 
-    def spec(self, row: int) -> tuple[int, int, int, int]:
-        return int(row), int(self.head[row]), int(self.start[row]), int(self.end[row])
+    @cached_property
+    def chunks(self) -> np.ndarray:
+        return self.chunk if self.chunk is not None else np.zeros(len(self.head), dtype=bool)
+
+    def spec(self, unit: int) -> tuple[int, int, int, int]:
+        row = self.row_of[unit] if self.row_of is not None else unit
+        return int(row), int(self.head[unit]), int(self.start[unit]), int(self.end[unit])
 
 
 def _segment_end(rows: Rows, input_len: int, window: float) -> np.ndarray:
@@ -111,6 +133,10 @@ def level_cuts(rows: Rows, input_len: int, mode: str = "head", *, window: float 
         waits = ~fits & ~np.bool_(last_level) & (first < lengths)
         fed &= end >= 2
         return Cuts(zeros, zeros.copy(), end, fed, waits, ~fed & ~waits & ~fits & (first < lengths))
+    if mode == "split":
+        head_cut = level_cuts(rows, input_len, "head", prompt_cut=prompt_cut,
+                              keep_prompt_head=keep_prompt_head)
+        return split_cuts(rows, input_len, head_cut)
     if mode == "segment":
         end = _segment_end(rows, input_len, window)
     else:
@@ -132,6 +158,36 @@ def level_cuts(rows: Rows, input_len: int, mode: str = "head", *, window: float 
         fed = fed | move
     no = np.zeros(n, dtype=bool)
     return Cuts(head, start, end, fed, no, no.copy())
+
+
+def split_cuts(rows: Rows, input_len: int, head_cut: Cuts) -> Cuts:
+    """split: a row that trains on every token and is longer than `input_len` becomes its
+    consecutive chunks of `input_len` tokens (the last one shorter), each its own example with
+    positions from 0; every other row is one unit, cut as `head_cut` cuts it (its prompt kept
+    whole or prompt-cut: a chunk of a prompt would train nothing, one of an answer would lose
+    its prompt). A one-token tail trains nothing alone: the chunk before gives it a token (with
+    input_len 2 there is none to give, and the tail is not fed)."""
+    lengths = rows.lengths
+    split = rows.trains_every_token() & (lengths > input_len)
+    count = np.where(split, -(-lengths // input_len), 1)
+    offsets = np.concatenate([[0], np.cumsum(count)])
+    row_of = np.repeat(np.arange(len(rows)), count)
+    k = np.arange(offsets[-1]) - offsets[row_of]
+    chunk = split[row_of]
+    n = lengths[row_of]
+    start = np.where(chunk, k * input_len, head_cut.start[row_of])
+    end = np.where(chunk, np.minimum((k + 1) * input_len, n), head_cut.end[row_of])
+    if input_len > 2:  # a tail of one token borrows the last token of the chunk before
+        last = chunk & (k == count[row_of] - 1) & (end - start == 1)
+        start = np.where(last, start - 1, start)
+        before = np.flatnonzero(last) - 1
+        end[before] -= 1
+    head = np.where(chunk, 0, head_cut.head[row_of])
+    fed = np.where(chunk, end - start >= 2, head_cut.fed[row_of])
+    space = Rows(np.where(chunk, end - start, n), np.where(chunk, 1, rows.first_label[row_of]))
+    no = np.zeros(len(row_of), dtype=bool)
+    return Cuts(head, start, end, fed, no, no.copy(), row_of=row_of, space=space, chunk=chunk,
+                space_key=("split", input_len))
 
 
 def apply_cut(row: dict[str, Any], head: int, start: int, end: int) -> dict[str, Any]:

@@ -61,12 +61,14 @@ class BatchPlan:
         trainable = rows.first_label < rows.lengths
         self._full_mean = float(rows.lengths[trainable].mean()) if trainable.any() else 1.0
 
-    def order(self, epoch: int) -> Iterator[int]:
-        """The epoch's example order: pass after pass, each a permutation of the rows."""
-        n = len(self.rows)
+    def order(self, epoch: int, cuts: Cuts | None = None) -> Iterator[int]:
+        """The epoch's example order: pass after pass, each a permutation of the rows (of a
+        split level's units, in an order of their own)."""
+        n = len(self.rows) if cuts is None or cuts.space is None else len(cuts.space)
+        key = [] if cuts is None or cuts.space_key is None else [1, cuts.space_key[1]]
         for sweep in range(1 << 62):
             if self.shuffle:
-                yield from np.random.default_rng([self.seed, epoch, sweep]).permutation(n).tolist()
+                yield from np.random.default_rng([self.seed, epoch, sweep, *key]).permutation(n).tolist()
             else:
                 yield from range(n)
 
@@ -109,10 +111,13 @@ class BatchPlan:
         is planned, not before. Micro-batches hold `Spec`s (packed: a list of bins of them);
         every one of them holds at least one example.
         """
-        stream = _Stream(self.order(epoch), self.rows)
+        streams: dict = {}  # rows, and each split level's units, drawn in orders of their own
         emitted, step = 0, 0
         while emitted < n_batches:
             cuts = cuts_for_step(step)
+            if cuts.space_key not in streams:
+                streams[cuts.space_key] = _Stream(self.order(epoch, cuts), cuts.space or self.rows)
+            stream = streams[cuts.space_key]
             count = min(batches_per_step, n_batches - emitted)
             if int(cuts.fed.sum()) < count:
                 raise ValueError(f"a level feeds {int(cuts.fed.sum())} examples, fewer than the "
@@ -136,7 +141,7 @@ class BatchPlan:
     def _packed_step(self, stream: "_Stream", cuts: Cuts, count: int) -> list[list[list[Spec]]]:
         n_bins = count * self.batch_size
         # budget examples: pack by full length (the examples a full-length step would hold)
-        sizes = (np.minimum(self.rows.lengths, self.capacity) if self.budget == "examples"
+        sizes = (np.minimum(stream.rows.lengths, self.capacity) if self.budget == "examples"
                  else cuts.lengths)
         cands = stream.draw(0)  # what earlier steps left over
         # Rows left over twice go in first, so no row waits more than two steps.
@@ -181,7 +186,7 @@ def _split(items: list, count: int) -> list[list]:
 
 
 # tokens: fed, padding excluded; positions: what the model runs on, padding included
-STEP_COUNTS = ("examples", "tokens", "positions", "tokens_cut", "cut", "prompt_cut",
+STEP_COUNTS = ("examples", "tokens", "positions", "tokens_cut", "cut", "prompt_cut", "chunks",
                "skipped_no_label", "skipped_too_long", "deferred")
 
 
@@ -250,8 +255,10 @@ class _Stream:
         cuts = self.cuts
         fed = cuts.lengths[rows]
         full = self.rows.lengths[rows]
-        moved = (cuts.head[rows] > 0) | (cuts.start[rows] > 0)
+        chunks = cuts.chunks[rows]
+        moved = ((cuts.head[rows] > 0) | (cuts.start[rows] > 0)) & ~chunks
         self.stats["examples"] += len(rows)
+        self.stats["chunks"] += int(chunks.sum())
         self.stats["tokens"] += int(fed.sum())
         self.stats["tokens_cut"] += int((full - fed).sum())
         self.stats["prompt_cut"] += int(moved.sum())

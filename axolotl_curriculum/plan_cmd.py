@@ -9,7 +9,6 @@ plan). No GPU.
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 from pathlib import Path
@@ -22,6 +21,7 @@ from .cli import BadInput
 from .config import MODEL_SCORES, Curriculum
 from .projection import format_table, project, run_for
 from .rows import boundary_mask, difficulty_scores, row_stats
+from .runlog import dumps
 
 LOCAL_TYPES = {"json", "jsonl", "csv", "parquet", "text", "arrow"}
 LOCAL_SUFFIXES = {".json", ".jsonl", ".csv", ".parquet", ".arrow", ".txt"}
@@ -125,11 +125,67 @@ def steps_per_epoch(cfg, dataset, per_step: int, packed: bool) -> int:
     return max(1, n_batches // per_step)
 
 
+def collator_multiple(cfg) -> int | None:
+    """The multiple Axolotl's train collator pads a micro-batch's width to, as its builder sets
+    it (core/builders/causal.py): 64 (or `pad_to_multiple_of`), about sequence_len with
+    `pad_to_sequence_len: true`, none with `pad_to_sequence_len: false` or batch flattening."""
+    if cfg.batch_flattening or cfg.pad_to_sequence_len is False:
+        return None
+    multiple = int(cfg.pad_to_multiple_of or 64)
+    return multiple * -(-int(cfg.sequence_len) // multiple) if cfg.pad_to_sequence_len else multiple
+
+
+def check_levels(cfg, meta) -> None:
+    """The run's level checks on the loaded data, before any model loads (the plugin's
+    `load_datasets` hook runs it): a level that cannot fill one optimizer step (`use_data`'s
+    own check, through `run_for`), a run whose earlier levels take every step. Raises
+    `ValueError` naming the level. Difficulty admission is left out (model scores need the
+    model): without it every level feeds at least as many rows, so what fails here fails in
+    training too, and training checks admission again."""
+    curriculum = Curriculum.model_validate(_plain(cfg.curriculum))
+    if curriculum.difficulty is not None:
+        curriculum = curriculum.model_copy(update={"difficulty": None})
+    mask = None
+    if curriculum.truncation == "segment" or (not curriculum.is_auto and any(
+            curriculum.truncation_of(k) == "segment" for k in range(len(curriculum.levels)))):
+        from axolotl.loaders import load_tokenizer
+
+        from .cut import DEFAULT_BOUNDARIES
+
+        mask = boundary_mask(load_tokenizer(cfg), curriculum.boundaries or DEFAULT_BOUNDARIES)
+    packed = bool(cfg.sample_packing)
+    mbs, sequence_len = int(cfg.micro_batch_size or 1), int(cfg.sequence_len)
+    real_batches = (cfg.multipack_real_batches if cfg.multipack_real_batches is not None
+                    else not cfg.attn_supports_packing)
+    batch_size, capacity = (mbs, sequence_len) if real_batches else (1, mbs * sequence_len)
+    total_steps = int(cfg.max_steps or meta.total_num_steps or 1)
+    quiet = logging.getLogger("axolotl_curriculum")  # the run logs its own choices later
+    was_disabled, quiet.disabled = quiet.disabled, True
+    try:
+        run = run_for(row_stats(meta.train_dataset, mask), curriculum,
+                      batch_size=batch_size if packed else mbs, world_size=int(cfg.world_size or 1),
+                      grad_accum=int(cfg.gradient_accumulation_steps or 1), packed=packed,
+                      capacity=capacity, bin_size=int(cfg.sample_packing_bin_size or 200),
+                      truncate_excess=cfg.excess_length_strategy == "truncate",
+                      sequence_len=sequence_len, total_steps=total_steps)
+    finally:
+        quiet.disabled = was_disabled
+    run.curriculum.check_run_length(total_steps,
+                                    length_from="max_steps" if cfg.max_steps else "num_epochs")
+
+
 def plan(config: str | os.PathLike, out: str | os.PathLike | None = None,
          world_size: int | None = None) -> dict:
     config = Path(config)
     raw = read_yaml(config)
     check_dataset_paths(raw, config)
+    from .plugin import PLUGIN, lists_plugin, misspelled_key
+
+    if misspelled_key(raw):
+        raise BadInput(f"config {config}: {misspelled_key(raw)}")
+    if "curriculum" in raw and not lists_plugin(raw):  # Axolotl would drop the block unread
+        raise BadInput(f"config {config}: curriculum: is ignored by axolotl train: plugins: does "
+                       f"not list the plugin; add `plugins: [{PLUGIN}]`")
     if raw.get("curriculum") is not None:  # its own message, before Axolotl loads
         try:
             Curriculum.model_validate(raw["curriculum"])
@@ -176,7 +232,8 @@ def plan(config: str | os.PathLike, out: str | os.PathLike | None = None,
                   bin_size=int(cfg.sample_packing_bin_size or 200), seed=int(seed),
                   shuffle=not cfg.curriculum_sampling, pack=axolotl_pack if packed else None,
                   truncate_excess=cfg.excess_length_strategy == "truncate",
-                  sequence_len=sequence_len, total_steps=total_steps, scores=scores)
+                  sequence_len=sequence_len, total_steps=total_steps, scores=scores,
+                  pad_to_multiple_of=collator_multiple(cfg))
     chosen = run.curriculum
     projection = project(run, total_steps=total_steps, model_config=model_config(cfg),
                          steps_per_epoch=steps_per_epoch(cfg, dataset, world * grad_accum, packed))
@@ -245,7 +302,7 @@ def format_difficulty(view: dict) -> str:
 def write(projection: dict, out: Path) -> None:
     out.mkdir(parents=True, exist_ok=True)
     data = {k: v for k, v in projection.items() if k != "lengths"}
-    (out / "plan.json").write_text(json.dumps(data, indent=2) + "\n")
+    (out / "plan.json").write_text(dumps(data, indent=2) + "\n")
     figure(projection, out / "plan.png")
     print(f"plan: wrote {out / 'plan.json'} and {out / 'plan.png'}")
 

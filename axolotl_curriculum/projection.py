@@ -32,12 +32,17 @@ SAMPLE_STEPS = 2000  # steps simulated per level at most; beyond, the level's me
 
 
 def _outcomes(rows: Rows, cuts: Cuts) -> dict[str, int]:
-    """What the level does to every row of the data (once each, order aside)."""
-    moved = (cuts.head > 0) | (cuts.start > 0)
+    """What the level does to every row of the data (once each, order aside). A split level
+    counts its units: each chunk of a split row whole, each other row as its cut."""
+    split = cuts.chunks
+    rows_split = len(np.unique(cuts.row_of[split])) if split.any() else 0
+    rows = cuts.space or rows
+    moved = ((cuts.head > 0) | (cuts.start > 0)) & ~split
     too_long = cuts.too_long
     fed_tokens = cuts.lengths[cuts.fed]
     return {
-        "rows_whole": int((cuts.fed & (cuts.lengths >= rows.lengths)).sum()),
+        "rows_split": rows_split,
+        "rows_whole": int((cuts.fed & (cuts.lengths >= rows.lengths) & ~split).sum()),
         "rows_cut": int((cuts.fed & (cuts.lengths < rows.lengths) & ~moved).sum()),
         "rows_prompt_cut": int((cuts.fed & moved).sum()),
         "rows_skipped_no_label": int((~cuts.fed & ~cuts.waits & ~too_long).sum()),
@@ -252,6 +257,9 @@ def format_table(projection: dict[str, Any]) -> str:
     padded = any(lv["positions_per_step"] - lv["tokens_per_step"] >= 1 for lv in projection["levels"])
     if padded:
         head = (*head[:13], "positions/step", *head[13:])
+    split = any(lv.get("rows_split") for lv in projection["levels"])
+    if split:  # rows fed as chunks (truncation: split), beside the rows cut
+        head = (*head[:6], "split", *head[6:])
     table = [head]
     for lv in projection["levels"]:
         steps = str(lv["steps"])
@@ -261,6 +269,7 @@ def format_table(projection: dict[str, Any]) -> str:
         table.append((
             str(lv["level"]), str(lv["input_len"]), steps, lv["truncation"],
             _share(lv["rows_whole"], n), _share(lv["rows_cut"], n),
+            *([_share(lv["rows_split"], n)] if split else []),
             _share(lv["rows_prompt_cut"], n), _share(skipped, n), _share(lv["rows_waiting"], n),
             f"{100 * lv['share_tokens_kept']:.0f}%", f"{100 * lv['share_tokens_cut']:.0f}%",
             f"{lv['examples_per_step']:.1f}", f"{lv['tokens_per_step']:.0f}",

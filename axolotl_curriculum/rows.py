@@ -45,11 +45,14 @@ def row_stats(dataset, is_boundary: np.ndarray | None = None) -> Rows:
     if "labels" in table.column_names:
         l_starts, _, labels = _flat(table.column("labels"))
         first = first_scored_label(np.append(l_starts, len(labels)), labels)
+        all_scored = _all_scored(l_starts, lengths, labels != -100)
     elif "completion_mask" in table.column_names:  # TRL: 1 where the loss scores the token
         m_starts, _, scored = _flat(table.column("completion_mask"))
         first = first_scored_label(np.append(m_starts, len(scored)), np.where(scored == 1, 0, -100))
+        all_scored = _all_scored(m_starts, lengths, scored == 1)
     else:
         first = np.where(lengths >= 2, 1, NO_LABEL)
+        all_scored = lengths >= 2
     boundaries = None
     if is_boundary is not None:
         boundaries = np.flatnonzero(is_boundary[np.clip(ids, 0, len(is_boundary) - 1)])
@@ -58,9 +61,17 @@ def row_stats(dataset, is_boundary: np.ndarray | None = None) -> Rows:
     del ids
     idx = _index(dataset)
     if idx is not None:
-        lengths, first = lengths[idx], first[idx]
+        lengths, first, all_scored = lengths[idx], first[idx], all_scored[idx]
         starts = starts[idx] if starts is not None else None
-    return Rows(lengths, first, starts, boundaries)
+    return Rows(lengths, first, starts, boundaries, all_scored)
+
+
+def _all_scored(starts: np.ndarray, lengths: np.ndarray, scored: np.ndarray) -> np.ndarray:
+    """Per row, whether every label after the first is scored (and there is one): the rows
+    `truncation: split` may cut anywhere."""
+    unscored = np.concatenate([[0], np.cumsum(~scored, dtype=np.int64)])
+    first_unscored = unscored[np.minimum(starts + 1, len(scored))]  # position 0 never counts
+    return (lengths >= 2) & (unscored[starts + lengths] - first_unscored == 0)
 
 
 def _table(dataset):

@@ -13,6 +13,7 @@ import logging
 import math
 import time
 from collections.abc import Callable
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
@@ -138,8 +139,9 @@ class CurriculumRun:
             if scores is not None and cur.admit_of(level) < 1:
                 # not admitted yet: waits for the level that admits it, as filter mode's rows do
                 ok = admitted(scores, cur.admit_of(level))
-                cuts = Cuts(cuts.head, cuts.start, cuts.end, cuts.fed & ok,
-                            cuts.waits | (~ok & cuts.fed), cuts.too_long)
+                if cuts.row_of is not None:  # a split level: its units, by their rows' scores
+                    ok = ok[cuts.row_of]
+                cuts = replace(cuts, fed=cuts.fed & ok, waits=cuts.waits | (~ok & cuts.fed))
             self._cuts[level, version] = cuts
         return self._cuts[level, version]
 

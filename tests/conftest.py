@@ -29,6 +29,14 @@ def long_corpus(tiny_model, tmp_path_factory) -> Path:
 PLUGINS = Path(__file__).with_name("plugins")
 
 
+def crash_at(step: int, plugins: tuple[str, ...] = ("axolotl_curriculum.CurriculumPlugin",)) -> dict:
+    """`axolotl_train` overrides whose run dies at the end of `step` (tests/plugins/crash_at.py),
+    as a killed job would: for resume tests that must not shorten the run's max_steps."""
+    return {"plugins": [*plugins, "crash_at.CrashAt"],
+            "env": {"CRASH_AT": str(step), "PYTHONPATH": os.pathsep.join(
+                p for p in (str(PLUGINS), os.environ.get("PYTHONPATH")) if p)}}
+
+
 def two_ranks() -> tuple[str, ...]:
     """`axolotl train` launcher arguments for 2 processes, on a port no other test job holds."""
     with socket.socket() as sock:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import re
 import subprocess
 from pathlib import Path
@@ -180,8 +181,11 @@ def assert_plan_matches_fed(out: Path, ranks: int = 1) -> dict:
 
 def plan_cli(config: Path, out: Path, *extra: str) -> dict:
     """`axolotl-curriculum plan CONFIG --out DIR`; its plan.json."""
+    plugins = str(Path(__file__).with_name("plugins"))  # a config may list the test probes
+    env = axolotl_env()
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (plugins, env.get("PYTHONPATH")) if p)
     proc = subprocess.run(["axolotl-curriculum", "plan", str(config), "--out", str(out), *extra],
-                          env=axolotl_env(), capture_output=True, text=True, timeout=300)
+                          env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     plan = json.loads((out / "plan.json").read_text())
     plan["stdout"] = proc.stdout

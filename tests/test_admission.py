@@ -5,6 +5,7 @@ column that holds no numbers is named."""
 from __future__ import annotations
 
 import json
+import logging
 import random
 
 import numpy as np
@@ -99,7 +100,7 @@ def test_a_level_no_row_fills_without_prompt_cut_says_prompt_cut(tmp_path):
         CurriculumRun(block, tmp_path).train_loader(ds, lambda b: b, batch_size=2, max_steps=9)
 
 
-def test_levels_that_take_the_whole_run_are_refused_before_step_1(tmp_path):
+def test_levels_that_take_the_whole_run_are_refused_before_step_1(tmp_path, caplog):
     """One epoch of 80 rows in micro-batches of 4 is 20 steps; levels that take 20 leave the
     last (full-length) level none. With sense_grad the caps may end sooner: a warning."""
     ds = rows(n=80, untrainable=0.1)
@@ -108,5 +109,7 @@ def test_levels_that_take_the_whole_run_are_refused_before_step_1(tmp_path):
     with pytest.raises(ValueError, match="take 20 steps, the run has 20 .*num_train_epochs"):
         CurriculumRun(block, tmp_path).train_loader(ds, lambda b: b, batch_size=4, epochs=1)
     run = CurriculumRun({**block, "sense_grad": {"min_steps": 4}}, tmp_path)
-    run.train_loader(ds, lambda b: b, batch_size=4, epochs=1)  # warned, not refused
+    with caplog.at_level(logging.WARNING, logger="axolotl_curriculum"):
+        run.train_loader(ds, lambda b: b, batch_size=4, epochs=1)  # warned, not refused
+    assert [r.getMessage() for r in caplog.records if "would never train" in r.getMessage()]
     CurriculumRun(block, tmp_path).train_loader(ds, lambda b: b, batch_size=4, epochs=2)

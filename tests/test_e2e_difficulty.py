@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import two_ranks
+from conftest import crash_at, two_ranks
 from e2e_checks import (assert_cli_plan_equals_training, assert_plan_matches_fed,
                         fed_by_forward)
 
@@ -168,7 +168,8 @@ def test_a_resume_after_a_rescore_admits_what_the_uninterrupted_run_admitted(axo
     recs = full.rank(0)
     assert [r["step"] for r in recs if "rescore_level" in r] == [6]
     full.out.rename(tmp_path / "full")  # the interrupted run trains in the same folder anew
-    axolotl_train(max_steps=10, **common)
+    crashed = axolotl_train(max_steps=25, check=False, **common, **crash_at(10))
+    assert crashed.proc.returncode != 0
     state = json.loads((full.out / "checkpoint-8" / "curriculum_state.json").read_text())
     assert state["scores"]["from_steps"] == [0, 10]  # the re-score travels with the checkpoint
     resumed = axolotl_train(max_steps=25, resume_from_checkpoint=str(full.out / "checkpoint-8"),

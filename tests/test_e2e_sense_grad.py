@@ -8,7 +8,7 @@ import pytest
 import yaml
 
 from axolotl_curriculum.demo import axolotl_env, base_config
-from conftest import two_ranks
+from conftest import crash_at, two_ranks
 from e2e_checks import assert_report, logged_ladder
 
 pytestmark = pytest.mark.e2e
@@ -176,16 +176,18 @@ def test_resume_inside_filter_mode_across_an_epoch_boundary(axolotl_train, tmp_p
 
     out = tmp_path / "interrupted"
 
-    def train(max_steps, **extra):
-        cfg = base_config(tiny_model, data, out, max_steps=max_steps, **{**common, **extra})
-        path = tmp_path / f"filter-{max_steps}.yml"
+    def train(crash=None, **extra):
+        crashing = crash_at(crash) if crash else {"env": {}}
+        cfg = base_config(tiny_model, data, out, max_steps=24,
+                          **{**common, **extra, **{k: v for k, v in crashing.items() if k != "env"}})
+        path = tmp_path / f"filter-{crash}.yml"
         path.write_text(yaml.safe_dump(cfg))
-        proc = subprocess.run(["axolotl", "train", str(path)], env=axolotl_env(),
+        proc = subprocess.run(["axolotl", "train", str(path)], env={**axolotl_env(), **crashing["env"]},
                               capture_output=True, text=True, timeout=900)
-        assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+        assert (proc.returncode != 0) == bool(crash), proc.stdout[-3000:] + proc.stderr[-3000:]
 
-    train(19)  # dies after step 19; the checkpoint is at 16
-    train(24, resume_from_checkpoint=str(out / "checkpoint-16"))
+    train(crash=19)  # dies after step 19; the checkpoint is at 16
+    train(resume_from_checkpoint=str(out / "checkpoint-16"))
     lines = (out / "curriculum_log.jsonl").read_text().splitlines()
     resumed = sorted(([json.loads(l)[k] for k in keys] for l in lines), key=lambda row: row[0])
     assert resumed == full

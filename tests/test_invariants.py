@@ -134,8 +134,8 @@ class Recorder:
         self.yielded = None
         order = plan.order
 
-        def recorded(epoch):
-            for row in order(epoch):
+        def recorded(epoch, cuts=None):
+            for row in order(epoch, cuts):
                 if self.yielded is not None:
                     self.draws.setdefault(row, []).append(len(self.yielded) // per_step)
                 yield row
