@@ -75,6 +75,24 @@ def fed_flops(model_config: Any, tokens, len_sq):
         + attention * np.asarray(len_sq, dtype=np.float64)
 
 
+def attention_flops(model_config: Any, lengths: np.ndarray) -> float:
+    """The attention part of `train_flops`: what grows with the square of each length."""
+    m = dims(model_config)
+    lengths = np.asarray(lengths, dtype=np.float64)
+    return float(12 * m["layers"] * m["heads"] * m["head_dim"] * (lengths ** 2).sum())
+
+
+def activation_bytes(model_config: Any, positions: int) -> float:
+    """An estimate of the activations one micro-batch of `positions` positions keeps for
+    backward: 34 bytes per position, hidden unit and layer (bf16, a memory-efficient attention
+    kernel, no gradient checkpointing; Korthikanti et al. 2022, arXiv 2205.05198, without the
+    attention-matrix term), plus the fp32 logits and their gradient (8 bytes per position and
+    vocabulary entry). For ordering shapes and spotting the level that will not fit, not to
+    the byte: gradient checkpointing keeps far less."""
+    m = dims(model_config)
+    return float(positions) * (34 * m["layers"] * m["hidden"] + 8 * m["vocab"])
+
+
 def train_flops(model_config: Any, lengths: np.ndarray) -> float:
     """Training FLOPs of feeding examples of these lengths once (sum over examples)."""
     lengths = np.asarray(lengths, dtype=np.float64)

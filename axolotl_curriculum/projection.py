@@ -18,7 +18,7 @@ import numpy as np
 
 from .config import Curriculum
 from .cut import Cuts, Rows, level_cuts
-from .flops import matmul_params, train_flops
+from .flops import activation_bytes, attention_flops, matmul_params, train_flops
 from .plan import STEP_COUNTS, BatchPlan, Packer
 from .run import CurriculumRun
 from .runlog import dumps
@@ -53,20 +53,22 @@ def _outcomes(rows: Rows, cuts: Cuts) -> dict[str, int]:
     }
 
 
-def _step_flops(plan: BatchPlan, batches: list, model_config: Any) -> float:
-    """Training FLOPs of one planned step as the collator shapes it. Unpacked: every row of a
-    micro-batch runs at its padded width (attention over padding is computed, then masked).
-    Packed: each example attends within itself; padding at a row's end costs the matmuls."""
-    flops = 0.0
+def _step_flops(plan: BatchPlan, batches: list, model_config: Any) -> tuple[float, float]:
+    """Training FLOPs of one planned step as the collator shapes it, and their attention part.
+    Unpacked: every row of a micro-batch runs at its padded width (attention over padding is
+    computed, then masked). Packed: each example attends within itself; padding at a row's end
+    costs the matmuls."""
+    flops = attention = 0.0
     for batch in batches:
         if plan.packed:
-            lengths = [s[1] + s[3] - s[2] for b in batch for s in b]
-            pad = plan.positions(batch) - sum(lengths)
-            flops += train_flops(model_config, np.asarray(lengths)) + 6 * matmul_params(model_config) * pad
+            lengths = np.asarray([s[1] + s[3] - s[2] for b in batch for s in b])
+            pad = plan.positions(batch) - int(lengths.sum())
+            flops += train_flops(model_config, lengths) + 6 * matmul_params(model_config) * pad
         else:
-            width = plan.positions(batch) // max(len(batch), 1)
-            flops += train_flops(model_config, np.full(len(batch), width))
-    return flops
+            lengths = np.full(len(batch), plan.positions(batch) // max(len(batch), 1))
+            flops += train_flops(model_config, lengths)
+        attention += attention_flops(model_config, lengths)
+    return flops, attention
 
 
 def _step_counts(stats: dict) -> dict:
@@ -81,7 +83,8 @@ def _simulate(plan: BatchPlan, level_of: list[int], per_step: int, steps_per_epo
     A level simulated for `sample` steps is left (its remaining steps are projected from their
     mean) and the plan restarts at the next level's first step with a fresh order.
     """
-    acc = {k: {key: 0 for key in (*TOTALS, "steps", "flops")} for k in range(len(cuts))}
+    acc = {k: {key: 0 for key in (*TOTALS, "steps", "flops", "attention")}
+           for k in range(len(cuts))}
     last_waiting: dict[int, int] = {}
     total, step, restarts, exact = len(level_of), 0, 0, True
     while step < total:
@@ -104,7 +107,9 @@ def _simulate(plan: BatchPlan, level_of: list[int], per_step: int, steps_per_epo
             for key in TOTALS:
                 a[key] += counts[key]
             a["steps"] += 1
-            a["flops"] += _step_flops(plan, batches, model_config)
+            flops, attention = _step_flops(plan, batches, model_config)
+            a["flops"] += flops
+            a["attention"] += attention
             last_waiting[level] = counts["waiting"]
         else:
             step = end
@@ -194,6 +199,10 @@ def project(run: CurriculumRun, *, total_steps: int, model_config: Any,
             "rel_flops_per_token": (a["flops"] / max(a["tokens"], 1)) / full_token_flops
             if a["tokens"] and full_token_flops else 0.0,
             "rel_flops_per_step": step_flops / full_step_flops if full_step_flops else 0.0,
+            "attention_share": a["attention"] / a["flops"] if a["flops"] else 0.0,
+            # the level's largest micro-batch, as the collator shapes it (pre-flight's shape)
+            "activation_gb": max((activation_bytes(model_config, r * t) for r, t, _
+                                  in run.plan.largest_batches([cuts[k]])), default=0.0) / 1e9,
         })
     flops = sum(lv["flops"] for lv in levels)
     return {
@@ -243,6 +252,10 @@ def write_run_plan(run: Any, output_dir, **kwargs) -> Path | None:
     return path
 
 
+def _gb(gb: float) -> str:
+    return f"{gb:.3g} GB" if gb >= 0.1 else f"{gb * 1e3:.3g} MB"
+
+
 def _share(n: int, total: int) -> str:
     return f"{n} ({100 * n / total:.0f}%)" if total else str(n)
 
@@ -252,7 +265,7 @@ def format_table(projection: dict[str, Any]) -> str:
     n = projection["settings"]["rows"]
     head = ("level", "input_len", "steps", "truncation", "whole", "cut", "prompt_cut", "skipped",
             "waiting", "tokens kept", "tokens cut", "examples/step", "tokens/step",
-            "flops/token", "flops/step")
+            "flops/token", "flops/step", "attention", "activations")
     # positions: what the model runs on, the collator's padding included (only when it pads)
     padded = any(lv["positions_per_step"] - lv["tokens_per_step"] >= 1 for lv in projection["levels"])
     if padded:
@@ -275,6 +288,7 @@ def format_table(projection: dict[str, Any]) -> str:
             f"{lv['examples_per_step']:.1f}", f"{lv['tokens_per_step']:.0f}",
             *([f"{lv['positions_per_step']:.0f}"] if padded else []),
             f"{lv['rel_flops_per_token']:.2f}x", f"{lv['rel_flops_per_step']:.2f}x",
+            f"{100 * lv['attention_share']:.0f}%", _gb(lv["activation_gb"]),
         ))
     widths = [max(len(row[i]) for row in table) for i in range(len(head))]
     lines = ["  ".join(cell.rjust(w) for cell, w in zip(row, widths)) for row in table]

@@ -190,3 +190,25 @@ def test_sense_grad_levels_show_min_and_cap():
     p = unpacked(rows_of(), block)
     assert (p["levels"][0]["min_steps"], p["levels"][0]["max_steps"]) == (3, 8)
     assert "8 (3-8)" in format_table(p)
+
+
+def test_attention_share_and_activations_from_the_shapes():
+    """Unpacked, every row of a micro-batch runs at the batch's padded width: attention costs
+    12 x layers x heads x head_dim x width^2 per row (PaLM's count), the rest 6N per position;
+    the activation estimate is 34 x layers x hidden + 8 x vocab bytes per position of the
+    level's largest micro-batch (its longest row x the examples a micro-batch holds)."""
+    rows = rows_of()
+    p = unpacked(rows, {"levels": LEVELS, "budget": "examples"}, batch=3, world=2, accum=2,
+                 pad_to_multiple_of=64)
+    L = rows.lengths
+    order = np.arange(10 * 12) % len(L)
+    layers, heads, head_dim, hidden, vocab = 2, 2, 16, 32, 1024
+    for lv, (input_len, first, steps) in zip(p["levels"], [(16, 0, 4), (48, 4, 3), (128, 7, 3)]):
+        cut = np.minimum(L[order[first * 12:(first + steps) * 12]], input_len)
+        widths = np.array([-(-b.max() // 64) * 64 for b in cut.reshape(-1, 3)])
+        attention = 12 * layers * heads * head_dim * 3 * (widths.astype(float) ** 2).sum()
+        assert lv["attention_share"] == pytest.approx(attention / lv["flops"])
+        longest = -(-min(int(L.max()), input_len) // 64) * 64
+        assert lv["activation_gb"] == pytest.approx(
+            3 * longest * (34 * layers * hidden + 8 * vocab) / 1e9)
+    assert p["levels"][0]["attention_share"] < p["levels"][2]["attention_share"]
