@@ -11,7 +11,6 @@ token ids (padding left out).
 import argparse
 import importlib.util
 import json
-import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -5,7 +5,6 @@ model, outside the plugin) or the files a user reads."""
 
 from __future__ import annotations
 
-import json
 import random
 
 import pytest
