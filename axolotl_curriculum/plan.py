@@ -84,6 +84,8 @@ class BatchPlan:
         (examples per batch, longest cut example) that no other level's shape covers."""
         levels = [c for c in levels if c.fed.any()]
         longest = [int(c.lengths[c.fed].max()) for c in levels]
+        if not levels:  # (a level skipped for want of rows feeds no shape)
+            return []
         if self.packed:
             return [(self.batch_size, self.padded(self.capacity),
                      min(max(longest), self.capacity))]

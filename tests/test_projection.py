@@ -212,3 +212,15 @@ def test_attention_share_and_activations_from_the_shapes():
         assert lv["activation_gb"] == pytest.approx(
             3 * longest * (34 * layers * hidden + 8 * vocab) / 1e9)
     assert p["levels"][0]["attention_share"] < p["levels"][2]["attention_share"]
+
+
+def test_a_level_skipped_for_want_of_rows_projects_no_shape():
+    """A filter level no row fits is skipped; the plan still projects (no shape, no memory)."""
+    from axolotl_curriculum.plugin import axolotl_pack
+
+    rows = rows_of(low=40)
+    run = run_for(rows, {"truncation": "filter", "levels": LEVELS}, batch_size=2, packed=True,
+                  capacity=128, bin_size=200, pack=axolotl_pack, total_steps=10, shuffle=False)
+    p = project(run, total_steps=10, model_config=MODEL)
+    assert p["levels"][0]["steps"] == 0 and p["levels"][0]["activation_gb"] == 0
+    assert p["levels"][2]["activation_gb"] > 0
