@@ -83,7 +83,9 @@ def model_rope(model: torch.nn.Module) -> dict:
     an error naming why the curriculum cannot set them."""
     config = text_config(model)
     params = getattr(config, "rope_parameters", None)
-    if not rotary_modules(model) or not isinstance(params, dict) or "rope_theta" not in params:
+    rotaries = rotary_modules(model)
+    if (not rotaries or not isinstance(params, dict) or "rope_theta" not in params
+            or not all(hasattr(m, "compute_default_rope_parameters") for m in rotaries)):
         kind = getattr(config, "model_type", type(model).__name__)
         raise ValueError(f"curriculum.levels: rope_theta / rope_scaling need a model whose rotary "
                          f"embedding transformers computes from config.rope_parameters; this "

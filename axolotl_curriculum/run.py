@@ -115,6 +115,7 @@ class CurriculumRun:
         # per-level RoPE (rope.py): the model, its own RoPE parameters, and those applied now
         self._rope: tuple[torch.nn.Module, dict] | None = None
         self._rope_applied: dict | None = None
+        self._rope_level: int | None = None
 
     @property
     def sense_grad(self):
@@ -412,8 +413,11 @@ class CurriculumRun:
         forward: every rank at the same step (the timeline is the same on every rank)."""
         if self._rope is None:
             return
-        model, base = self._rope
         level = self.timeline.level_at(step)
+        if level == self._rope_level:  # the per-step cost: one timeline look-up
+            return
+        self._rope_level = level
+        model, base = self._rope
         keys = self.curriculum.rope_of(level)
         params = merged(base, *keys) if keys else base
         if params == self._rope_applied:
