@@ -1,6 +1,6 @@
 """Staged input lengths for Axolotl and transformers trainers: short inputs first, longer by level."""
 
-from .config import Curriculum, Level
+from .core.config import Curriculum, Level
 
 __all__ = ["Curriculum", "CurriculumPlugin", "CurriculumRun", "Level", "attach"]
 __version__ = "0.1.0"
@@ -9,15 +9,15 @@ __version__ = "0.1.0"
 def __getattr__(name):
     # Imported lazily so plain transformers/TRL users need not have Axolotl installed.
     if name == "CurriculumPlugin":
-        from .plugin import CurriculumPlugin
+        from .integrations.plugin import CurriculumPlugin
 
         return CurriculumPlugin
     if name == "CurriculumRun":
-        from .run import CurriculumRun
+        from .run.run import CurriculumRun
 
         return CurriculumRun
     if name == "attach":
-        from .trainer import attach
+        from .integrations.trainer import attach
 
         return attach
     raise AttributeError(name)

@@ -19,11 +19,11 @@ import numpy as np
 import pyarrow as pa
 from datasets import Dataset
 
-from axolotl_curriculum.cut import level_cuts
-from axolotl_curriculum.plan import BatchPlan
-from axolotl_curriculum.plugin import axolotl_pack
-from axolotl_curriculum.loader import CutDataset
-from axolotl_curriculum.rows import row_stats
+from axolotl_curriculum.core.cut import level_cuts
+from axolotl_curriculum.core.plan import BatchPlan
+from axolotl_curriculum.integrations.plugin import axolotl_pack
+from axolotl_curriculum.data.loader import CutDataset
+from axolotl_curriculum.data.rows import row_stats
 
 VOCAB, SEQ, ROWS, PER_STEP, INPUT_LEN = 32_000, 2048, 4, 8, 256
 

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import yaml
 
-from axolotl_curriculum.demo import axolotl_env, base_config, build_tiny_model, write_corpus
+from axolotl_curriculum.testing import axolotl_env, base_config, build_tiny_model, write_corpus
 
 FULL = {"levels": [{"input_len": 128}]}
 ARMS = {

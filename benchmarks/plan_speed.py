@@ -17,9 +17,9 @@ import numpy as np
 from torch.utils.data import RandomSampler
 
 from axolotl.utils.samplers.multipack import MultipackBatchSampler
-from axolotl_curriculum.cut import Rows, first_scored_label, level_cuts
-from axolotl_curriculum.plan import BatchPlan
-from axolotl_curriculum.plugin import axolotl_pack
+from axolotl_curriculum.core.cut import Rows, first_scored_label, level_cuts
+from axolotl_curriculum.core.plan import BatchPlan
+from axolotl_curriculum.integrations.plugin import axolotl_pack
 
 SEQ, ROWS = 2048, 4
 

@@ -14,9 +14,9 @@ import time
 
 import numpy as np
 
-from axolotl_curriculum.cut import Rows
-from axolotl_curriculum.plugin import axolotl_pack
-from axolotl_curriculum.projection import format_table, project, run_for
+from axolotl_curriculum.core.cut import Rows
+from axolotl_curriculum.integrations.plugin import axolotl_pack
+from axolotl_curriculum.run.projection import format_table, project, run_for
 from plan_speed import SEQ, lengths_for
 
 MODEL = {"model_type": "llama", "hidden_size": 2048, "num_hidden_layers": 16,

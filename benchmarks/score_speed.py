@@ -15,8 +15,8 @@ import time
 
 import numpy as np
 
-from axolotl_curriculum.config import Difficulty
-from axolotl_curriculum.rows import difficulty_scores, row_stats
+from axolotl_curriculum.core.config import Difficulty
+from axolotl_curriculum.data.rows import difficulty_scores, row_stats
 from cut_speed import VOCAB, dataset
 
 SCORES = ("length", "segments", "compression", "rarity", "random")

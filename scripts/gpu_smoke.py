@@ -26,7 +26,7 @@ import yaml
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT)]
 
-from axolotl_curriculum.demo import (axolotl_env, base_config, build_tiny_model,  # noqa: E402
+from axolotl_curriculum.testing import (axolotl_env, base_config, build_tiny_model,  # noqa: E402
                                      save_llama, write_corpus)
 
 

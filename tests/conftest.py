@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from axolotl_curriculum.demo import axolotl_env, base_config, build_tiny_model, write_corpus
+from axolotl_curriculum.testing import axolotl_env, base_config, build_tiny_model, write_corpus
 
 
 @pytest.fixture(scope="session")

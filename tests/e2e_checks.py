@@ -14,9 +14,9 @@ from pathlib import Path
 import matplotlib.image
 import yaml
 
-from axolotl_curriculum import report
-from axolotl_curriculum.demo import axolotl_env
-from axolotl_curriculum.plan import STEP_COUNTS
+from axolotl_curriculum.commands import report
+from axolotl_curriculum.testing import axolotl_env
+from axolotl_curriculum.core.plan import STEP_COUNTS
 
 def records(out: Path) -> list[dict]:
     return [json.loads(line) for line in (out / "curriculum_log.jsonl").read_text().splitlines()]

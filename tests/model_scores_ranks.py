@@ -10,8 +10,8 @@ import numpy as np
 import torch.distributed as dist
 from transformers import AutoModelForCausalLM
 
-from axolotl_curriculum.model_scores import model_scores
-from axolotl_curriculum.rows import row_stats
+from axolotl_curriculum.data.model_scores import model_scores
+from axolotl_curriculum.data.rows import row_stats
 from test_model_scores import instructions
 
 model_dir, out, score = sys.argv[1:4]

@@ -13,7 +13,7 @@ import pytest
 from datasets import Dataset
 
 from axolotl_curriculum import CurriculumRun
-from axolotl_curriculum.projection import write_run_plan
+from axolotl_curriculum.run.projection import write_run_plan
 
 MODEL = {"hidden_size": 32, "num_hidden_layers": 2, "intermediate_size": 64,
          "num_attention_heads": 2, "vocab_size": 1024}

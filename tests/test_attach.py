@@ -18,9 +18,9 @@ from transformers import (AutoModelForCausalLM, AutoTokenizer, DataCollatorForSe
                           TrainingArguments)
 
 from axolotl_curriculum import attach
-from axolotl_curriculum.batch_stats import measure_batch
-from axolotl_curriculum.demo import text
-from axolotl_curriculum.run import norm_scalar
+from axolotl_curriculum.run.batch_stats import measure_batch
+from axolotl_curriculum.testing import text
+from axolotl_curriculum.run.run import norm_scalar
 
 pytestmark = pytest.mark.e2e
 

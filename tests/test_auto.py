@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 import yaml
 
-from axolotl_curriculum.auto import as_yaml, choose_levels, resolve
-from axolotl_curriculum.config import Curriculum
+from axolotl_curriculum.core.auto import as_yaml, choose_levels, resolve
+from axolotl_curriculum.core.config import Curriculum
 
 
 def lognormal(n, median, sigma, seq, seed=0):

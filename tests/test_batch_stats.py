@@ -5,7 +5,7 @@ not per packed row."""
 import pytest
 from transformers import AutoTokenizer
 
-from axolotl_curriculum.batch_stats import measure_batch
+from axolotl_curriculum.run.batch_stats import measure_batch
 
 
 def sq(*lengths):

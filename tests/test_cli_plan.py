@@ -10,8 +10,8 @@ import types
 import pytest
 import yaml
 
-from axolotl_curriculum import cli
-from axolotl_curriculum.demo import axolotl_env, base_config
+from axolotl_curriculum.commands import cli
+from axolotl_curriculum.testing import axolotl_env, base_config
 
 
 def write(path, cfg):
@@ -71,8 +71,8 @@ def test_bad_input_through_the_console_script(tmp_path):
 
 def test_report_is_dispatched(monkeypatch):
     calls = []
-    fake = types.ModuleType("axolotl_curriculum.report")
+    fake = types.ModuleType("axolotl_curriculum.commands.report")
     fake.run = lambda output_dir, out: calls.append((output_dir, out)) or 0
-    monkeypatch.setitem(sys.modules, "axolotl_curriculum.report", fake)
+    monkeypatch.setitem(sys.modules, "axolotl_curriculum.commands.report", fake)
     assert cli.main(["report", "some/run", "--out", "figs"]) == 0
     assert calls == [("some/run", "figs")]

@@ -111,7 +111,7 @@ def test_axolotl_validation_rejects_what_the_engine_cannot_do(tiny_model, overri
     from axolotl.utils.config import prepare_plugins, validate_config
     from axolotl.utils.dict import DictDefault
 
-    from axolotl_curriculum.demo import base_config
+    from axolotl_curriculum.testing import base_config
 
     cfg = DictDefault(base_config(tiny_model, "data.jsonl", "out", **overrides))
     prepare_plugins(cfg)

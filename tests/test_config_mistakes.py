@@ -13,9 +13,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from axolotl_curriculum import cli
-from axolotl_curriculum.config import Curriculum
-from axolotl_curriculum.demo import base_config, write_instructions
+from axolotl_curriculum.commands import cli
+from axolotl_curriculum.core.config import Curriculum
+from axolotl_curriculum.testing import base_config, write_instructions
 
 ROOT = Path(__file__).resolve().parents[1]
 CAPABILITIES = {"bf16": False, "fp8": False, "tf32": False, "n_gpu": 1, "compute_capability": None}
@@ -95,7 +95,7 @@ def test_levels_longer_than_max_steps_fail_axolotl_validation(tiny_model):
 
 @pytest.mark.axolotl_api
 def test_only_curriculum_errors_lose_their_traceback(tiny_model, capsys):
-    from axolotl_curriculum.plugin import _excepthook
+    from axolotl_curriculum.integrations.plugin import _excepthook
 
     seen = []
     hook = _excepthook(lambda *exc: seen.append(exc[1]))

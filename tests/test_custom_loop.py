@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from axolotl_curriculum.demo import axolotl_env
+from axolotl_curriculum.testing import axolotl_env
 from custom_loop_probe import load_example, probe, read
 
 pytestmark = pytest.mark.e2e

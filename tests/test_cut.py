@@ -7,9 +7,9 @@ import pytest
 from datasets import Dataset
 from transformers import AutoTokenizer
 
-from axolotl_curriculum.cut import DEFAULT_BOUNDARIES, apply_cut, level_cuts
-from axolotl_curriculum.demo import build_tokenizer, text
-from axolotl_curriculum.rows import boundary_mask, row_stats
+from axolotl_curriculum.core.cut import DEFAULT_BOUNDARIES, apply_cut, level_cuts
+from axolotl_curriculum.testing import build_tokenizer, text
+from axolotl_curriculum.data.rows import boundary_mask, row_stats
 
 
 @pytest.fixture(scope="module", params=["tiny", "other"])

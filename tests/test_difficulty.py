@@ -10,9 +10,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from axolotl_curriculum import Curriculum
-from axolotl_curriculum.config import Difficulty
-from axolotl_curriculum.difficulty import admitted
-from axolotl_curriculum.rows import difficulty_scores
+from axolotl_curriculum.core.config import Difficulty
+from axolotl_curriculum.core.difficulty import admitted
+from axolotl_curriculum.data.rows import difficulty_scores
 
 VOCAB = 30
 

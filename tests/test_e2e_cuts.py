@@ -5,7 +5,7 @@ import math
 
 import pytest
 
-from axolotl_curriculum.demo import write_instructions
+from axolotl_curriculum.testing import write_instructions
 from e2e_checks import (assert_cli_plan_equals_training, assert_plan_matches_fed,
                         fed_by_forward)
 

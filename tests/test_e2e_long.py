@@ -13,7 +13,7 @@ pytestmark = pytest.mark.e2e
 
 @pytest.fixture(scope="module")
 def long_documents(tiny_model, tmp_path_factory):
-    from axolotl_curriculum.demo import write_corpus
+    from axolotl_curriculum.testing import write_corpus
 
     return write_corpus(tmp_path_factory.mktemp("long") / "docs.jsonl", tiny_model, n=12,
                         min_tokens=4096, max_tokens=8192, seed=7)

@@ -19,7 +19,7 @@ pytestmark = [pytest.mark.e2e, pytest.mark.axolotl_api]
 LEVELS = [{"input_len": 32, "max_steps": 4},
           {"input_len": 64, "max_steps": 4, "rope_theta": 40_000.0},
           {"input_len": 128, "rope_theta": 160_000.0}]
-# the tiny llama's own RoPE is the default at theta 10000 (demo.save_llama)
+# the tiny llama's own RoPE is the default at theta 10000 (testing.save_llama)
 EXPECTED = [[1, {"rope_type": "default", "rope_theta": 10_000.0}],
             [5, {"rope_type": "default", "rope_theta": 40_000.0}],
             [9, {"rope_type": "default", "rope_theta": 160_000.0}]]

@@ -7,7 +7,7 @@ import subprocess
 import pytest
 import yaml
 
-from axolotl_curriculum.demo import axolotl_env, base_config
+from axolotl_curriculum.testing import axolotl_env, base_config
 from conftest import crash_at, two_ranks
 from e2e_checks import assert_report, logged_ladder
 
@@ -159,7 +159,7 @@ def test_resume_inside_filter_mode_across_an_epoch_boundary(axolotl_train, tmp_p
     """60 rows, 4 per step unpacked: 15 steps per epoch. The checkpoint (step 16) lies in the
     second epoch, inside a filter level with rows still waiting; the resumed run must feed
     what an uninterrupted one feeds."""
-    from axolotl_curriculum.demo import write_corpus
+    from axolotl_curriculum.testing import write_corpus
 
     data = write_corpus(tmp_path / "small.jsonl", tiny_model, n=60, min_tokens=70,
                         max_tokens=128, seed=5)

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from axolotl_curriculum.demo import axolotl_env
+from axolotl_curriculum.testing import axolotl_env
 from conftest import two_ranks
 from test_e2e import assert_levels_fed
 

@@ -11,7 +11,7 @@ from scipy import stats
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 from study.measures import compute, paired_interval, ratio_interval, to_target  # noqa: E402
 
-from axolotl_curriculum.flops import train_flops  # noqa: E402
+from axolotl_curriculum.core.flops import train_flops  # noqa: E402
 
 positive = st.floats(0.5, 50.0)
 

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from axolotl_curriculum.flops import flops_per_token, matmul_params, train_flops
+from axolotl_curriculum.core.flops import flops_per_token, matmul_params, train_flops
 
 # llama-like, grouped-query attention: d=64, 2 layers, ffn 128, 4 heads of 16, 2 KV heads
 TINY = {"model_type": "llama", "hidden_size": 64, "num_hidden_layers": 2, "intermediate_size": 128,

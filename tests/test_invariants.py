@@ -19,10 +19,10 @@ from datasets import Dataset
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from axolotl_curriculum.plan import BatchPlan
-from axolotl_curriculum.plugin import axolotl_pack
-from axolotl_curriculum.rows import difficulty_scores, row_stats
-from axolotl_curriculum.run import CurriculumRun
+from axolotl_curriculum.core.plan import BatchPlan
+from axolotl_curriculum.integrations.plugin import axolotl_pack
+from axolotl_curriculum.data.rows import difficulty_scores, row_stats
+from axolotl_curriculum.run.run import CurriculumRun
 
 VOCAB = 40
 MAX_DELAY = 6  # steps from a row's draw to its feed, at most

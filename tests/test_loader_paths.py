@@ -12,8 +12,8 @@ from datasets import Dataset
 from transformers import AutoTokenizer
 
 from axolotl_curriculum import CurriculumRun
-from axolotl_curriculum.demo import text
-from axolotl_curriculum.plugin import axolotl_pack
+from axolotl_curriculum.testing import text
+from axolotl_curriculum.integrations.plugin import axolotl_pack
 
 LEVELS = [{"input_len": 16, "max_steps": 3}, {"input_len": 48, "max_steps": 3}, {"input_len": 128}]
 

@@ -13,9 +13,9 @@ import torch
 from datasets import Dataset
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from axolotl_curriculum.demo import text
-from axolotl_curriculum.model_scores import model_scores
-from axolotl_curriculum.rows import row_stats
+from axolotl_curriculum.testing import text
+from axolotl_curriculum.data.model_scores import model_scores
+from axolotl_curriculum.data.rows import row_stats
 
 ROOT = Path(__file__).resolve().parents[1]
 

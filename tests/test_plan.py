@@ -3,9 +3,9 @@
 import numpy as np
 import pytest
 
-from axolotl_curriculum.cut import Rows, level_cuts
-from axolotl_curriculum.plan import BatchPlan
-from axolotl_curriculum.plugin import axolotl_pack
+from axolotl_curriculum.core.cut import Rows, level_cuts
+from axolotl_curriculum.core.plan import BatchPlan
+from axolotl_curriculum.integrations.plugin import axolotl_pack
 
 
 def make_rows(n=300, seed=0, low=20, high=128):

@@ -11,7 +11,7 @@ import textwrap
 CHILD = textwrap.dedent("""
     import resource, sys, torch
     from transformers import AutoModelForCausalLM
-    from axolotl_curriculum.preflight import PreflightError, full_length_batch, preflight
+    from axolotl_curriculum.run.preflight import PreflightError, full_length_batch, preflight
 
     model = AutoModelForCausalLM.from_pretrained(sys.argv[1])
     vocab = model.config.vocab_size

@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 import torch
 
-from axolotl_curriculum.cut import Rows
-from axolotl_curriculum.flops import train_flops
-from axolotl_curriculum.projection import format_table, project, run_for
+from axolotl_curriculum.core.cut import Rows
+from axolotl_curriculum.core.flops import train_flops
+from axolotl_curriculum.run.projection import format_table, project, run_for
 
 MODEL = {"hidden_size": 32, "num_hidden_layers": 2, "intermediate_size": 64,
          "num_attention_heads": 2, "vocab_size": 1024}
@@ -128,8 +128,8 @@ def examples_in(batch) -> list[list[list[int]]]:
 def test_packed_with_axolotls_packer(tmp_path):
     from datasets import Dataset
 
-    from axolotl_curriculum.plugin import axolotl_pack
-    from axolotl_curriculum.run import CurriculumRun
+    from axolotl_curriculum.integrations.plugin import axolotl_pack
+    from axolotl_curriculum.run.run import CurriculumRun
 
     rows = rows_of(n=600)
     run = run_for(rows, {"levels": LEVELS}, batch_size=2, packed=True, capacity=128,
@@ -216,7 +216,7 @@ def test_attention_share_and_activations_from_the_shapes():
 
 def test_a_level_skipped_for_want_of_rows_projects_no_shape():
     """A filter level no row fits is skipped; the plan still projects (no shape, no memory)."""
-    from axolotl_curriculum.plugin import axolotl_pack
+    from axolotl_curriculum.integrations.plugin import axolotl_pack
 
     rows = rows_of(low=40)
     run = run_for(rows, {"truncation": "filter", "levels": LEVELS}, batch_size=2, packed=True,

@@ -9,7 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from axolotl_curriculum import Curriculum
-from axolotl_curriculum.schedule import Timeline
+from axolotl_curriculum.core.schedule import Timeline
 from e2e_checks import fed_by_forward
 
 

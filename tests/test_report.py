@@ -11,7 +11,7 @@ from pathlib import Path
 import matplotlib.image
 import pytest
 
-from axolotl_curriculum import report
+from axolotl_curriculum.commands import report
 
 LEVELS = [(32, 10), (64, 12), (128, None)]  # (input_len, max_steps)
 COUNTS = ("examples", "tokens", "tokens_cut", "cut", "prompt_cut", "skipped_no_label",

@@ -7,9 +7,9 @@ from datasets import Dataset
 from transformers import AutoModelForCausalLM
 
 from axolotl_curriculum import Curriculum
-from axolotl_curriculum.difficulty import admitted
-from axolotl_curriculum.model_scores import _pad, model_scores
-from axolotl_curriculum.run import CurriculumRun
+from axolotl_curriculum.core.difficulty import admitted
+from axolotl_curriculum.data.model_scores import _pad, model_scores
+from axolotl_curriculum.run.run import CurriculumRun
 from test_model_scores import instructions
 
 BLOCK = {"difficulty": {"score": "loss", "rescore": True}, "levels": [

@@ -2,7 +2,7 @@
 
 import pytest
 
-from axolotl_curriculum.run import CurriculumRun
+from axolotl_curriculum.run.run import CurriculumRun
 
 BLOCK = {"levels": [{"input_len": 8, "max_steps": 5}, {"input_len": 16}],
          "sense_grad": {"min_steps": 2}}

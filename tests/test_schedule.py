@@ -1,4 +1,4 @@
-from axolotl_curriculum.schedule import Timeline
+from axolotl_curriculum.core.schedule import Timeline
 
 
 def test_step_schedule_switches_exactly():

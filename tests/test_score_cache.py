@@ -8,9 +8,9 @@ import torch
 from datasets import Dataset, load_from_disk
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from axolotl_curriculum import score_cache
-from axolotl_curriculum.config import Difficulty
-from axolotl_curriculum.run import CurriculumRun
+from axolotl_curriculum.data import score_cache
+from axolotl_curriculum.core.config import Difficulty
+from axolotl_curriculum.run.run import CurriculumRun
 from test_model_scores import instructions
 
 LEVELS = [{"input_len": 64, "max_steps": 2, "admit": 0.5}, {"input_len": 64}]

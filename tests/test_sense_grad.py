@@ -4,8 +4,8 @@ import json
 import math
 
 from axolotl_curriculum import Curriculum
-from axolotl_curriculum.schedule import Timeline
-from axolotl_curriculum.sense_grad import Gate, SpikeDetector
+from axolotl_curriculum.core.schedule import Timeline
+from axolotl_curriculum.core.sense_grad import Gate, SpikeDetector
 
 
 def test_spike_detector():

@@ -15,7 +15,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from axolotl_curriculum import CurriculumRun
-from axolotl_curriculum.plugin import axolotl_pack
+from axolotl_curriculum.integrations.plugin import axolotl_pack
 
 WIDTH = 10_000  # token = row * WIDTH + position: unique, and it names its row and position
 
@@ -133,7 +133,7 @@ def test_split_through_axolotl_feeds_every_document_token_once_per_pass(axolotl_
     model's forward received are the documents' consecutive 32-token pieces; the epoch
     (Axolotl's own batch count; packed rows stay full) holds a pass over them and part of the
     next, and feeds every piece once in the first pass and at most once in the next."""
-    from axolotl_curriculum.demo import write_corpus
+    from axolotl_curriculum.testing import write_corpus
     from e2e_checks import examples_in, forwards, pad_token_id
 
     data = write_corpus(tmp_path / "docs.jsonl", tiny_model, n=60, min_tokens=70, max_tokens=128,

@@ -14,8 +14,8 @@ from transformers import (AutoModelForCausalLM, AutoTokenizer, DataCollatorForSe
                           TrainerCallback, TrainingArguments)
 
 from axolotl_curriculum import attach
-from axolotl_curriculum.demo import text
-from axolotl_curriculum.runlog import read_lines
+from axolotl_curriculum.testing import text
+from axolotl_curriculum.run.runlog import read_lines
 
 pytestmark = pytest.mark.e2e
 

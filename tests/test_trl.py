@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from axolotl_curriculum.demo import axolotl_env
+from axolotl_curriculum.testing import axolotl_env
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -22,7 +22,7 @@ import re
 import sysconfig
 from pathlib import Path
 
-from axolotl_curriculum.demo import text
+from axolotl_curriculum.testing import text
 
 NAMES = "ada bo cy dee eli fay gus hal ivy jo kai lu mo nia oz pip".split()
 VALUES = "red blue green gold grey pink black white brown amber".split()

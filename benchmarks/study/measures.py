@@ -1,7 +1,7 @@
 """What the experiment measures from a run's log and evals, and the intervals it puts on them.
 
 Compute is counted from what was fed (rank 0's JSONL: tokens and len_sq per step, measured from
-the batches) with the package's one FLOPs function (axolotl_curriculum.flops): 6N per token plus
+the batches) with the package's one FLOPs function (axolotl_curriculum.core.flops): 6N per token plus
 attention's term, quadratic in each example's length.
 """
 
@@ -11,9 +11,9 @@ import math
 
 import numpy as np
 
-from axolotl_curriculum.config import SenseGrad
-from axolotl_curriculum.flops import fed_flops
-from axolotl_curriculum.sense_grad import SpikeDetector
+from axolotl_curriculum.core.config import SenseGrad
+from axolotl_curriculum.core.flops import fed_flops
+from axolotl_curriculum.core.sense_grad import SpikeDetector
 
 
 def compute(records: list[dict], model_config) -> dict[str, np.ndarray]:

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import yaml
 
-from axolotl_curriculum.demo import (ALPACA, axolotl_env, base_config, build_tokenizer,
+from axolotl_curriculum.testing import (ALPACA, axolotl_env, base_config, build_tokenizer,
                                      save_llama)
 
 

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import yaml
 
-from axolotl_curriculum.demo import axolotl_env, base_config
+from axolotl_curriculum.testing import axolotl_env, base_config
 
 RESULT = "result.json"
 

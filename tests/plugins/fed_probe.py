@@ -44,7 +44,7 @@ def _row_ids(specs) -> list[int]:
 
 class FedProbe(BasePlugin):
     def post_trainer_create(self, cfg, trainer):
-        from axolotl_curriculum import loader
+        from axolotl_curriculum.data import loader
 
         out = Path(cfg.output_dir)
         out.mkdir(parents=True, exist_ok=True)

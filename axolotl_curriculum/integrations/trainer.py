@@ -19,12 +19,12 @@ from torch.utils.data import DataLoader, SequentialSampler
 from transformers import TrainerCallback
 from transformers.trainer_utils import seed_worker
 
-from .config import Curriculum
-from .plan import Packer
-from .preflight import full_length_batch, preflight
-from .projection import write_run_plan
-from .run import CurriculumRun
-from .score_cache import FOLDER as SCORE_CACHE
+from ..core.config import Curriculum
+from ..core.plan import Packer
+from ..run.preflight import full_length_batch, preflight
+from ..run.projection import write_run_plan
+from ..run.run import CurriculumRun
+from ..data.score_cache import FOLDER as SCORE_CACHE
 
 LOG = logging.getLogger("axolotl_curriculum")
 STATE_FILE = "curriculum_state.json"

@@ -13,8 +13,8 @@ import torch
 from axolotl.common.const import DEFAULT_DATASET_PREPARED_PATH
 from axolotl.integrations.base import BasePlugin
 
-from .config import Curriculum
-from .score_cache import FOLDER as SCORE_CACHE
+from ..core.config import Curriculum
+from ..data.score_cache import FOLDER as SCORE_CACHE
 from .trainer import attach, default_resume_dir
 
 LOG = logging.getLogger("axolotl_curriculum")
@@ -112,7 +112,7 @@ def _cpu_multi_rank() -> bool:
 
 class CurriculumPlugin(BasePlugin):
     def get_input_args(self) -> str:
-        return "axolotl_curriculum.args.CurriculumArgs"
+        return f"{__package__}.args.CurriculumArgs"
 
     def register(self, cfg: dict):
         # A mistake in the curriculum settings ends the process on one line naming the key
@@ -146,7 +146,7 @@ class CurriculumPlugin(BasePlugin):
         # loaded once) and check every level on it before the model loads.
         from axolotl.common.datasets import load_datasets
 
-        from .plan_cmd import check_levels
+        from ..commands.plan import check_levels
 
         meta = load_datasets(cfg=cfg, cli_args=_train_cli_args())
         try:

@@ -21,19 +21,19 @@ import torch
 from torch.utils.data import DataLoader
 
 from .batch_stats import measure_batch
-from .config import MODEL_SCORES, Curriculum
-from .cut import Cuts, Rows, level_cuts
-from .cut import DEFAULT_BOUNDARIES
-from .loader import LevelBatchSampler, make_loader, shard
-from .model_scores import model_scores
-from .plan import STEP_COUNTS, BatchPlan, Packer
-from .difficulty import admitted
-from . import score_cache
-from .rows import boundary_mask, content_digest, difficulty_scores, row_stats
-from .rope import apply_rope, merged, model_rope
+from ..core.config import MODEL_SCORES, Curriculum
+from ..core.cut import Cuts, Rows, level_cuts
+from ..core.cut import DEFAULT_BOUNDARIES
+from ..data.loader import LevelBatchSampler, make_loader, shard
+from ..data.model_scores import model_scores
+from ..core.plan import STEP_COUNTS, BatchPlan, Packer
+from ..core.difficulty import admitted
+from ..data import score_cache
+from ..data.rows import boundary_mask, content_digest, difficulty_scores, row_stats
+from ..core.rope import apply_rope, merged, model_rope
 from .runlog import GRAD_NORM, LOSS, RunLog
-from .schedule import Segment, Timeline
-from .sense_grad import Gate
+from ..core.schedule import Segment, Timeline
+from ..core.sense_grad import Gate
 
 LOG = logging.getLogger("axolotl_curriculum")
 GATE_PREFETCH = 2  # per worker, with sense_grad: bounds how far the data runs ahead of decisions
@@ -186,7 +186,7 @@ class CurriculumRun:
             scores = np.where(rows.first_label < rows.lengths, scores, np.inf)
         self._score_from, self._score_sets = ([0], [scores]) if scores is not None else ([], [])
         if self.curriculum.is_auto:
-            from .auto import as_yaml, resolve
+            from ..core.auto import as_yaml, resolve
 
             trains = rows.lengths[rows.first_label < rows.lengths]
             self.curriculum = resolve(self.curriculum, trains,

@@ -12,8 +12,8 @@ from collections.abc import Callable, Iterator
 import numpy as np
 from torch.utils.data import BatchSampler, DataLoader, Dataset
 
-from .cut import Cuts, apply_cut
-from .plan import BatchPlan, Spec
+from ..core.cut import Cuts, apply_cut
+from ..core.plan import BatchPlan, Spec
 
 
 class CutDataset(Dataset):

@@ -16,12 +16,12 @@ from typing import Any
 
 import numpy as np
 
-from .auto import as_yaml
+from ..core.auto import as_yaml
 from .cli import BadInput
-from .config import MODEL_SCORES, Curriculum
-from .projection import format_table, project, run_for
-from .rows import boundary_mask, difficulty_scores, row_stats
-from .runlog import dumps
+from ..core.config import MODEL_SCORES, Curriculum
+from ..run.projection import format_table, project, run_for
+from ..data.rows import boundary_mask, difficulty_scores, row_stats
+from ..run.runlog import dumps
 
 LOCAL_TYPES = {"json", "jsonl", "csv", "parquet", "text", "arrow"}
 LOCAL_SUFFIXES = {".json", ".jsonl", ".csv", ".parquet", ".arrow", ".txt"}
@@ -150,7 +150,7 @@ def check_levels(cfg, meta) -> None:
             curriculum.truncation_of(k) == "segment" for k in range(len(curriculum.levels)))):
         from axolotl.loaders import load_tokenizer
 
-        from .cut import DEFAULT_BOUNDARIES
+        from ..core.cut import DEFAULT_BOUNDARIES
 
         mask = boundary_mask(load_tokenizer(cfg), curriculum.boundaries or DEFAULT_BOUNDARIES)
     packed = bool(cfg.sample_packing)
@@ -179,7 +179,7 @@ def plan(config: str | os.PathLike, out: str | os.PathLike | None = None,
     config = Path(config)
     raw = read_yaml(config)
     check_dataset_paths(raw, config)
-    from .plugin import PLUGIN, lists_plugin, misspelled_key
+    from ..integrations.plugin import PLUGIN, lists_plugin, misspelled_key
 
     if misspelled_key(raw):
         raise BadInput(f"config {config}: {misspelled_key(raw)}")
@@ -192,7 +192,7 @@ def plan(config: str | os.PathLike, out: str | os.PathLike | None = None,
         except ValueError as exc:
             raise BadInput(f"config {config}: {_first_line(exc)}") from None
     cfg, meta = load(config)
-    from .plugin import axolotl_pack
+    from ..integrations.plugin import axolotl_pack
 
     block = _plain(cfg.curriculum) if cfg.curriculum else None
     curriculum = Curriculum.model_validate(block or {"levels": "auto"})
@@ -204,7 +204,7 @@ def plan(config: str | os.PathLike, out: str | os.PathLike | None = None,
     if uses_segments:
         from axolotl.loaders import load_tokenizer
 
-        from .cut import DEFAULT_BOUNDARIES
+        from ..core.cut import DEFAULT_BOUNDARIES
 
         mask = boundary_mask(load_tokenizer(cfg), curriculum.boundaries or DEFAULT_BOUNDARIES)
     dataset = meta.train_dataset
@@ -264,7 +264,7 @@ def plan(config: str | os.PathLike, out: str | os.PathLike | None = None,
 def difficulty_view(run, dataset, tokenizer, n: int = 3, chars: int = 70) -> dict:
     """What the difficulty score means on this data: its spread, each level's admitted share
     and score range, and decoded examples from both ends of what each level admits."""
-    from .difficulty import admitted
+    from ..core.difficulty import admitted
 
     scores = run.scores
 

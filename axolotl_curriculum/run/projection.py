@@ -16,10 +16,10 @@ from typing import Any
 
 import numpy as np
 
-from .config import Curriculum
-from .cut import Cuts, Rows, level_cuts
-from .flops import activation_bytes, attention_flops, matmul_params, train_flops
-from .plan import STEP_COUNTS, BatchPlan, Packer
+from ..core.config import Curriculum
+from ..core.cut import Cuts, Rows, level_cuts
+from ..core.flops import activation_bytes, attention_flops, matmul_params, train_flops
+from ..core.plan import STEP_COUNTS, BatchPlan, Packer
 from .run import CurriculumRun
 from .runlog import dumps
 

@@ -33,7 +33,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     try:
         if args.command == "plan":
-            from .plan_cmd import run
+            from .plan import run
 
             return run(args.config, args.out, args.world_size) or 0
         from .report import run

@@ -10,8 +10,8 @@ import hashlib
 
 import numpy as np
 
-from . import difficulty
-from .cut import NO_LABEL, Rows, first_scored_label
+from ..core import difficulty
+from ..core.cut import NO_LABEL, Rows, first_scored_label
 
 
 def _flat(column) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

@@ -16,7 +16,7 @@ from collections.abc import Callable
 import numpy as np
 import torch
 
-from .cut import Rows
+from ..core.cut import Rows
 
 LOG = logging.getLogger("axolotl_curriculum")
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pydantic import BaseModel, model_validator
 
-from .config import Curriculum
+from ..core.config import Curriculum
 
 
 class CurriculumArgs(BaseModel):
