@@ -23,7 +23,7 @@ import torch
 from datasets import load_dataset
 from transformers import AutoModelForCausalLM, AutoTokenizer, DataCollatorForSeq2Seq
 
-from axolotl_curriculum.demo import build_tiny_model, write_corpus
+from axolotl_curriculum.testing import build_tiny_model, write_corpus
 from axolotl_curriculum import CurriculumRun
 
 CURRICULUM = {

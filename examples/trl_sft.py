@@ -15,7 +15,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 from trl import SFTConfig, SFTTrainer
 
 from axolotl_curriculum import Curriculum, attach
-from axolotl_curriculum.demo import build_tiny_model, write_corpus
+from axolotl_curriculum.testing import build_tiny_model, write_corpus
 
 CURRICULUM = yaml.safe_load("""
 levels:

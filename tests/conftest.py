@@ -13,6 +13,9 @@ import yaml
 
 from axolotl_curriculum.testing import axolotl_env, base_config, build_tiny_model, write_corpus
 
+# Training never fails for a report file (`write_run_plan` logs instead); the tests want it to.
+os.environ.setdefault("AXOLOTL_CURRICULUM_STRICT", "1")
+
 
 @pytest.fixture(scope="session")
 def tiny_model(tmp_path_factory) -> Path:

@@ -15,7 +15,7 @@ import torch.distributed as dist
 from transformers import AutoModelForCausalLM
 from transformers.models.llama.modeling_llama import LlamaDecoderLayer
 
-from axolotl_curriculum.run.run import norm_scalar
+from axolotl_curriculum.run.batch_stats import norm_scalar
 
 
 def batch(rank: int, vocab: int) -> dict:

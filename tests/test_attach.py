@@ -20,7 +20,7 @@ from transformers import (AutoModelForCausalLM, AutoTokenizer, DataCollatorForSe
 from axolotl_curriculum import attach
 from axolotl_curriculum.run.batch_stats import measure_batch
 from axolotl_curriculum.testing import text
-from axolotl_curriculum.run.run import norm_scalar
+from axolotl_curriculum.run.batch_stats import norm_scalar
 
 pytestmark = pytest.mark.e2e
 

@@ -59,14 +59,15 @@ def test_plan_on_the_demo_config(tmp_path, tiny_model, long_corpus):
 def test_bad_input_is_one_line_and_status_2(tmp_path, capsys, make, message):
     assert cli.main(["plan", str(make(tmp_path))]) == 2
     err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and err[0].startswith("axolotl-curriculum plan: ") and message in err[0]
+    assert len(err) == 1 and err[0].startswith("axolotl-curriculum plan: error: ") and message in err[0]
 
 
 def test_bad_input_through_the_console_script(tmp_path):
     proc = subprocess.run(["axolotl-curriculum", "plan", str(tmp_path / "nope.yml")],
                           env=axolotl_env(), capture_output=True, text=True, timeout=120)
     assert proc.returncode == 2
-    assert proc.stderr.strip() == f"axolotl-curriculum plan: config {tmp_path / 'nope.yml'}: no such file"
+    assert proc.stderr.strip() == (f"axolotl-curriculum plan: error: config {tmp_path / 'nope.yml'}: "
+                                   "no such file")
 
 
 def test_report_is_dispatched(monkeypatch):
@@ -76,3 +77,36 @@ def test_report_is_dispatched(monkeypatch):
     monkeypatch.setitem(sys.modules, "axolotl_curriculum.commands.report", fake)
     assert cli.main(["report", "some/run", "--out", "figs"]) == 0
     assert calls == [("some/run", "figs")]
+
+
+def test_report_bad_input_is_the_same_one_line(tmp_path, capsys):
+    assert cli.main(["report", str(tmp_path / "gone")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [f"axolotl-curriculum report: error: output dir {tmp_path / 'gone'} does not exist"]
+
+
+CFG = {"micro_batch_size": 2, "sequence_len": 128, "gradient_accumulation_steps": 3}
+
+
+@pytest.mark.parametrize("overrides, want", [
+    ({}, {"batch_size": 2, "packed": False, "capacity": 128}),
+    ({"sample_packing": True}, {"batch_size": 2, "packed": True, "capacity": 128}),
+    ({"sample_packing": True, "attn_supports_packing": True},
+     {"batch_size": 1, "packed": True, "capacity": 256}),
+    ({"sample_packing": True, "attn_supports_packing": True, "multipack_real_batches": True},
+     {"batch_size": 2, "packed": True, "capacity": 128}),
+    ({"sample_packing": True, "pretraining_dataset": "some/corpus"},
+     {"batch_size": 2, "packed": False, "capacity": 128}),
+])
+def test_run_settings_follow_axolotls_micro_batch(overrides, want):
+    """The one reading of the config that both `plan` and the plugin's level check build on."""
+    from axolotl.utils.dict import DictDefault
+
+    from axolotl_curriculum.integrations.settings import run_settings
+
+    got = run_settings(DictDefault({**CFG, **overrides}))
+    assert got == {**want, "world_size": 1, "grad_accum": 3, "bin_size": 200,
+                   "truncate_excess": False, "sequence_len": 128}
+    cfg = DictDefault({**CFG, **overrides, "world_size": 4, "excess_length_strategy": "truncate"})
+    assert run_settings(cfg)["world_size"] == 4 and run_settings(cfg, world_size=2)["world_size"] == 2
+    assert run_settings(cfg)["truncate_excess"] is True

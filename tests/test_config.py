@@ -97,6 +97,34 @@ def test_input_len_above_sequence_len():
         cur.check_sequence_len(100)
 
 
+@pytest.mark.parametrize("block, needs", [
+    (GOOD, False),
+    ({**GOOD, "truncation": "segment"}, True),
+    ({"levels": [{"input_len": 32, "max_steps": 10, "truncation": "segment"}, {"input_len": 64}]},
+     True),
+    ({"levels": [{"input_len": 32, "max_steps": 10}, {"input_len": 64, "truncation": "split"}],
+      "truncation": "segment"}, True),  # the first level still cuts at segments
+    ({"levels": [{"input_len": 32, "max_steps": 10, "truncation": "head"},
+                 {"input_len": 64, "truncation": "head"}], "truncation": "segment"}, False),
+    ({"levels": "auto"}, False),
+    ({"levels": "auto", "truncation": "segment"}, True),
+    ({**GOOD, "difficulty": "segments"}, True),
+    ({**GOOD, "difficulty": "rarity"}, False),
+])
+def test_needs_boundaries(block, needs):
+    assert Curriculum.model_validate(block).needs_boundaries is needs
+
+
+def test_level_min_steps_null_is_the_gates_default():
+    def block(max_steps):
+        return {"levels": [{"input_len": 16, "max_steps": max_steps, "min_steps": None},
+                           {"input_len": 32}], "sense_grad": True}
+
+    assert Curriculum.model_validate(block(40)).min_steps(0) == 20
+    with pytest.raises(ValidationError, match=r"levels\[0\].min_steps: 20 is above max_steps 5"):
+        Curriculum.model_validate(block(5))
+
+
 ROOT = Path(__file__).resolve().parents[1]
 
 

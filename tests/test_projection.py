@@ -1,6 +1,7 @@
 """plan's numbers against an independent count from the lengths (and Axolotl's packer)."""
 
 import itertools
+import logging
 
 import numpy as np
 import pytest
@@ -8,6 +9,7 @@ import torch
 
 from axolotl_curriculum.core.cut import Rows
 from axolotl_curriculum.core.flops import train_flops
+from axolotl_curriculum.core.names import PLAN_FILE
 from axolotl_curriculum.run.projection import format_table, project, run_for
 
 MODEL = {"hidden_size": 32, "num_hidden_layers": 2, "intermediate_size": 64,
@@ -224,3 +226,22 @@ def test_a_level_skipped_for_want_of_rows_projects_no_shape():
     p = project(run, total_steps=10, model_config=MODEL)
     assert p["levels"][0]["steps"] == 0 and p["levels"][0]["activation_gb"] == 0
     assert p["levels"][2]["activation_gb"] > 0
+
+
+def test_a_plan_that_cannot_be_written_is_logged_or_raised_when_strict(tmp_path, monkeypatch,
+                                                                       caplog):
+    """Training never fails over its plan file; under AXOLOTL_CURRICULUM_STRICT=1 (tests) it does."""
+    from axolotl_curriculum.run import projection
+
+    def broken(run, **kwargs):
+        raise RuntimeError("no plan today")
+
+    monkeypatch.setattr(projection, "project_run", broken)
+    monkeypatch.delenv(projection.STRICT_ENV, raising=False)
+    with caplog.at_level(logging.WARNING, logger="axolotl_curriculum"):
+        assert projection.write_run_plan(None, tmp_path, model_config=MODEL) is None
+    assert f"{PLAN_FILE} not written: RuntimeError: no plan today" in caplog.text
+    monkeypatch.setenv(projection.STRICT_ENV, "1")
+    with pytest.raises(RuntimeError, match="no plan today"):
+        projection.write_run_plan(None, tmp_path, model_config=MODEL)
+    assert not (tmp_path / PLAN_FILE).exists()

@@ -241,7 +241,7 @@ def test_bad_input(tmp_path, capsys, case):
         (run_dir / "curriculum_log.jsonl").write_text('{"step": 1, "ra')
     assert report.run(run_dir) == 2
     err = capsys.readouterr().err.strip().splitlines()
-    assert err[-1].startswith("axolotl-curriculum report: ") and str(run_dir) in err[-1]
+    assert err[-1].startswith("axolotl-curriculum report: error: ") and str(run_dir) in err[-1]
     assert not (run_dir / "report.md").exists()
 
 

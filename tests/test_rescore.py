@@ -61,17 +61,17 @@ def test_each_switch_admits_by_the_current_models_scores_and_feeds_each_example_
     at_rescore, states = {}, {}
 
     def watch(g):
-        if len(run._score_sets) > len(at_rescore) + 1:  # this step end re-scored
+        if len(run.scoring.sets) > len(at_rescore) + 1:  # this step end re-scored
             at_rescore[g] = model_scores("loss", model, ds, run.rows)
         states[g] = run.state_dict(g)
 
     fed = train(run, loader, model, 1, watch)
     # re-scored at the step ends 3 steps before the switches to steps 4 and 7, on the model
     # then; not for the last level, which admits every example
-    assert run._score_from == [0, 3, 6] and sorted(at_rescore) == [1, 4]
+    assert run.scoring.from_steps == [0, 3, 6] and sorted(at_rescore) == [1, 4]
     for version, g in enumerate(sorted(at_rescore), start=1):
-        np.testing.assert_allclose(run._score_sets[version], at_rescore[g], rtol=1e-6)
-    sets = run._score_sets
+        np.testing.assert_allclose(run.scoring.sets[version], at_rescore[g], rtol=1e-6)
+    sets = run.scoring.sets
     assert not np.array_equal(admitted(sets[0], 0.5), admitted(sets[1], 0.5))  # the model moved
     for g, rows in fed.items():  # each step fed only what its level admits by its scores
         level = (g - 1) // 3
@@ -83,7 +83,7 @@ def test_each_switch_admits_by_the_current_models_scores_and_feeds_each_example_
     # after it, though its model, trained already, would score the examples otherwise
     again, loader = new_run(ds, model, tmp_path / "resumed")
     again.load_state_dict(states[6], 6)
-    assert [s.tolist() for s in again._score_sets] == [s.tolist() for s in sets[:3]]
+    assert [s.tolist() for s in again.scoring.sets] == [s.tolist() for s in sets[:3]]
     refed = train(again, loader, model, 7)
     assert refed == {g: fed[g] for g in range(7, STEPS + 1)}
 
@@ -101,12 +101,12 @@ def test_a_sense_grad_advance_re_scores_at_the_step_end_that_decides(tiny_model,
     fed = train(run, loader, model, 1, steps=14)
     run.log.flush()
     lines = [r for r in run.log.path.read_text().splitlines() if "rescore_level" in r]
-    advances = [d.step for d in run.gate.decisions if d.action == "advance"]
+    advances = [d.step for d in run.decisions.gate.decisions if d.action == "advance"]
     # step 4 decided level 1 from step 7 (the switch delay of 3) and re-scored then, not later;
     # the next advance opens the last level, which admits all: no re-score
-    assert advances[:2] == [4, 10] and run._score_from == [0, 6]
+    assert advances[:2] == [4, 10] and run.scoring.from_steps == [0, 6]
     assert len(lines) == 1 and '"step": 4' in lines[0] and '"rescore_from_step": 7' in lines[0]
-    assert all(admitted(run._score_sets[1], 0.6)[fed[g]].all() for g in range(7, 13))
+    assert all(admitted(run.scoring.sets[1], 0.6)[fed[g]].all() for g in range(7, 13))
     every = [r for rows in fed.values() for r in rows]
     assert len(every) == len(set(every))
 
@@ -128,14 +128,14 @@ def test_a_re_score_pre_flights_the_shapes_it_opens(tiny_model, tmp_path):
         {"input_len": 64}]}
     run = CurriculumRun(block, tmp_path, pad_token_id=0)
     designed = iter([-lengths, lengths])  # the model's scores, in turn: long rows, then short
-    run._compute_scores = lambda *args: next(designed)
+    run.scoring.compute = lambda *args: next(designed)
     loader = run.train_loader(ds, lambda rows: rows, batch_size=2, model=model, max_steps=9)
     checked = []
     run.preflight_at = checked.extend
     run.preflight_new_shapes()  # as the trainer adapter does before step 1
     at_start = list(checked)
     fed = train(run, loader, model, 1, steps=9)
-    assert run._score_from == [0, 3]
+    assert run.scoring.from_steps == [0, 3]
     shapes = [(len(rows), int(lengths[rows].max())) for rows in fed.values()]
     covered = lambda shape, by: any(r >= shape[0] and w >= shape[1] for r, w, _ in by)  # noqa: E731
     assert all(covered(s, checked) for s in shapes), (shapes, checked)

@@ -11,7 +11,7 @@ BLOCK = {"levels": [{"input_len": 8, "max_steps": 5}, {"input_len": 16}],
 def saved_run(**extra):
     run = CurriculumRun({**BLOCK, **extra}, "/nonexistent")
     run.timeline.switch(3, 1)  # a decision: level 1 from step 4
-    run.totals = {0: {"steps": 3, "examples": 30}}
+    run.ledger.totals = {0: {"steps": 3, "examples": 30}}
     return run.state_dict(global_step=6)
 
 
@@ -20,7 +20,7 @@ def test_settings_that_change_nothing_fed_keep_the_progress(extra):
     run = CurriculumRun({**BLOCK, **extra}, "/nonexistent")
     run.load_state_dict(saved_run(), global_step=6)
     assert run.timeline.level_at(3) == 1  # the decision survived
-    assert run.totals == {0: {"steps": 3, "examples": 30}}  # and the summary so far
+    assert run.ledger.totals == {0: {"steps": 3, "examples": 30}}  # and the summary so far
 
 
 def test_a_changed_level_is_refused_or_restarted():

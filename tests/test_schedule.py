@@ -29,5 +29,5 @@ def test_round_trip():
     tl = Timeline([8, 16], [5, None])
     tl.switch(3, 1)
     other = Timeline([8, 16], [5, None])
-    other.load(tl.to_dict())
+    other.load_state_dict(tl.state_dict())
     assert other.segments == tl.segments

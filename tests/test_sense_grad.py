@@ -106,11 +106,11 @@ def test_state_round_trip():
     first = decisions_after(whole, 0, before, loss[:n])
     assert [d[2] for d in first][2:5] == ["advance", "pending", "backoff"]
     saved = json.loads(json.dumps(whole.state_dict()))  # as the checkpoint stores them
-    saved_timeline = json.loads(json.dumps(timeline.to_dict()))
+    saved_timeline = json.loads(json.dumps(timeline.state_dict()))
 
     resumed, resumed_timeline = gate()
-    resumed_timeline.load(saved_timeline)
-    resumed.load(saved)
+    resumed_timeline.load_state_dict(saved_timeline)
+    resumed.load_state_dict(saved)
     want = decisions_after(whole, n, after, loss[n:])
     got = decisions_after(resumed, n, after, loss[n:])
     assert got == want
@@ -122,7 +122,7 @@ def test_state_round_trip():
 
     # the decisions depend on the state restored: without it a gate decides otherwise
     bare, bare_timeline = gate()
-    bare_timeline.load(saved_timeline)
+    bare_timeline.load_state_dict(saved_timeline)
     assert decisions_after(bare, n, after, loss[n:]) != want
 
 

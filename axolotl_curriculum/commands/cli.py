@@ -1,7 +1,8 @@
 """`axolotl-curriculum`: `plan CONFIG.yml` before training, `report OUTPUT_DIR` after it.
 
 Each subcommand is imported only when asked for (plan needs Axolotl, report does not). Input
-the user must fix (`BadInput`, a missing file) is one line on stderr and exit status 2.
+the user must fix (a `CurriculumError`, a missing file) is one line on stderr,
+`axolotl-curriculum COMMAND: error: ...`, and exit status 2 (`status.exit_status`).
 """
 
 from __future__ import annotations
@@ -9,9 +10,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-
-class BadInput(ValueError):
-    """Input the user must fix: printed as one line, exit status 2."""
+from .status import exit_status
 
 
 def parser() -> argparse.ArgumentParser:
@@ -31,17 +30,13 @@ def parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
-    try:
-        if args.command == "plan":
-            from .plan import run
+    if args.command == "plan":
+        from .plan import run
 
-            return run(args.config, args.out, args.world_size) or 0
-        from .report import run
+        return exit_status(args.command, run, args.config, args.out, args.world_size)
+    from .report import run
 
-        return run(args.output_dir, args.out) or 0
-    except (BadInput, FileNotFoundError) as exc:
-        print(f"axolotl-curriculum {args.command}: {exc}", file=sys.stderr)
-        return 2
+    return exit_status(args.command, run, args.output_dir, args.out)
 
 
 if __name__ == "__main__":

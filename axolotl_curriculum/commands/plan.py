@@ -17,22 +17,15 @@ from typing import Any
 import numpy as np
 
 from ..core.auto import as_yaml
-from .cli import BadInput
 from ..core.config import MODEL_SCORES, Curriculum
+from ..core.errors import CurriculumError
+from ..data.rows import difficulty_scores, row_stats
+from ..integrations.settings import boundaries, plain, run_settings
 from ..run.projection import format_table, project, run_for
-from ..data.rows import boundary_mask, difficulty_scores, row_stats
 from ..run.runlog import dumps
 
 LOCAL_TYPES = {"json", "jsonl", "csv", "parquet", "text", "arrow"}
 LOCAL_SUFFIXES = {".json", ".jsonl", ".csv", ".parquet", ".arrow", ".txt"}
-
-
-def _plain(value: Any) -> Any:
-    if isinstance(value, dict):
-        return {k: _plain(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_plain(v) for v in value]
-    return value
 
 
 def _first_line(exc: BaseException) -> str:
@@ -50,13 +43,14 @@ def read_yaml(path: Path) -> dict:
     import yaml
 
     if not path.is_file():
-        raise BadInput(f"config {path}: no such file")
+        raise CurriculumError(f"config {path}: no such file")
     try:
         raw = yaml.safe_load(path.read_text())
     except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
-        raise BadInput(f"config {path}: not readable YAML ({_first_line(exc)})") from None
+        raise CurriculumError(f"config {path}: not readable YAML ({_first_line(exc)})") from None
     if not isinstance(raw, dict):
-        raise BadInput(f"config {path}: expected a mapping of Axolotl settings, got {raw!r:.60}")
+        raise CurriculumError(f"config {path}: expected a mapping of Axolotl settings, "
+                              f"got {raw!r:.60}")
     return raw
 
 
@@ -69,7 +63,7 @@ def check_dataset_paths(raw: dict, config: Path) -> None:
         local = (ds.get("ds_type") in LOCAL_TYPES or path.suffix in LOCAL_SUFFIXES
                  or ds["path"].startswith(("/", "./", "../", "~")))
         if local and not path.exists():
-            raise BadInput(f"{config}: datasets[{i}].path: {ds['path']} does not exist")
+            raise CurriculumError(f"{config}: datasets[{i}].path: {ds['path']} does not exist")
 
 
 def load(config: Path) -> tuple[Any, Any]:
@@ -89,15 +83,16 @@ def load(config: Path) -> tuple[Any, Any]:
     try:
         cfg = load_cfg(str(config))
     except Exception as exc:  # noqa: BLE001 - any rejection of the config is the user's to fix
-        raise BadInput(f"config {config}: {_first_line(exc)}") from None
+        raise CurriculumError(f"config {config}: {_first_line(exc)}") from None
     if cfg.rl or cfg.pretraining_dataset or cfg.streaming:
-        raise BadInput(f"config {config}: plan reads a prepared SFT dataset; rl, streaming and "
-                       "pretraining_dataset configs are not supported")
+        raise CurriculumError(f"config {config}: plan reads a prepared SFT dataset; rl, streaming "
+                              "and pretraining_dataset configs are not supported")
     try:
         with disable_datasets_caching():
             meta = load_datasets(cfg=cfg)
     except Exception as exc:  # noqa: BLE001
-        raise BadInput(f"config {config}: could not load the training data: {_first_line(exc)}") from None
+        raise CurriculumError(f"config {config}: could not load the training data: "
+                              f"{_first_line(exc)}") from None
     return cfg, meta
 
 
@@ -135,127 +130,91 @@ def collator_multiple(cfg) -> int | None:
     return multiple * -(-int(cfg.sequence_len) // multiple) if cfg.pad_to_sequence_len else multiple
 
 
-def check_levels(cfg, meta) -> None:
-    """The run's level checks on the loaded data, before any model loads (the plugin's
-    `load_datasets` hook runs it): a level that cannot fill one optimizer step (`use_data`'s
-    own check, through `run_for`), a run whose earlier levels take every step. Raises
-    `ValueError` naming the level. Difficulty admission is left out (model scores need the
-    model): without it every level feeds at least as many rows, so what fails here fails in
-    training too, and training checks admission again."""
-    curriculum = Curriculum.model_validate(_plain(cfg.curriculum))
+def check_block(raw: dict, config: Path) -> None:
+    """What `axolotl train` would not say: a misspelled `curriculum:`, a block it would drop
+    unread (the plugin not listed); and the block's own message, before Axolotl loads."""
+    from ..integrations.plugin import PLUGIN, lists_plugin, misspelled_key
+
+    if misspelled_key(raw):
+        raise CurriculumError(f"config {config}: {misspelled_key(raw)}")
+    if "curriculum" in raw and not lists_plugin(raw):  # Axolotl would drop the block unread
+        raise CurriculumError(f"config {config}: curriculum: is ignored by axolotl train: plugins: "
+                              f"does not list the plugin; add `plugins: [{PLUGIN}]`")
+    if raw.get("curriculum") is not None:
+        try:
+            Curriculum.model_validate(raw["curriculum"])
+        except ValueError as exc:
+            raise CurriculumError(f"config {config}: {_first_line(exc)}") from None
+
+
+def planned_run(cfg, meta, curriculum: Curriculum, config: Path, settings: dict):
+    """The `CurriculumRun` training would build on this data: `settings` (`run_settings`), and
+    what only a projection needs beside them: the loader's seed and order, Axolotl's packer,
+    the collator's padding, the difficulty scores. Returns (run, rows, scores)."""
+    from ..integrations.plugin import axolotl_pack
+
+    mask = boundaries(cfg, curriculum)
+    rows = row_stats(meta.train_dataset, mask)
+    scores = None
     if curriculum.difficulty is not None:
-        curriculum = curriculum.model_copy(update={"difficulty": None})
-    mask = None
-    if curriculum.truncation == "segment" or (not curriculum.is_auto and any(
-            curriculum.truncation_of(k) == "segment" for k in range(len(curriculum.levels)))):
+        if curriculum.difficulty.score in MODEL_SCORES:
+            raise CurriculumError(
+                f"config {config}: curriculum.difficulty: plan loads no model weights, so it "
+                f"cannot score {curriculum.difficulty.score!r}; plan with a CPU score (rarity, "
+                "compression, ...) to see the admitted shares")
+        scores = difficulty_scores(meta.train_dataset, curriculum.difficulty, mask)
+    seed = cfg.data_seed if cfg.data_seed is not None else (cfg.seed if cfg.seed is not None else 42)
+    run = run_for(rows, curriculum, **settings, seed=int(seed),
+                  shuffle=not cfg.curriculum_sampling,
+                  pack=axolotl_pack if settings["packed"] else None,
+                  total_steps=int(meta.total_num_steps), scores=scores,
+                  pad_to_multiple_of=collator_multiple(cfg))
+    return run, rows, scores
+
+
+def show(projection: dict, run, cfg, meta, settings: dict, block: dict | None,
+         scored: bool) -> None:
+    """Print the plan: the run's line, the per-level table, the difficulty score's view (added
+    to `projection`) and, with `levels: auto`, the levels it chose."""
+    s = projection["settings"]
+    print(f"plan: {projection['config']}: {s['rows']} rows, {s['tokens']} tokens, sequence_len "
+          f"{settings['sequence_len']}, {projection['total']['steps']} optimizer steps, budget "
+          f"{s['budget']}, {'packed' if settings['packed'] else 'not packed'}, "
+          f"{settings['world_size']} rank(s) x {settings['grad_accum']} accumulation")
+    print(format_table(projection))
+    if scored:
         from axolotl.loaders import load_tokenizer
 
-        from ..core.cut import DEFAULT_BOUNDARIES
-
-        mask = boundary_mask(load_tokenizer(cfg), curriculum.boundaries or DEFAULT_BOUNDARIES)
-    packed = bool(cfg.sample_packing)
-    mbs, sequence_len = int(cfg.micro_batch_size or 1), int(cfg.sequence_len)
-    real_batches = (cfg.multipack_real_batches if cfg.multipack_real_batches is not None
-                    else not cfg.attn_supports_packing)
-    batch_size, capacity = (mbs, sequence_len) if real_batches else (1, mbs * sequence_len)
-    total_steps = int(cfg.max_steps or meta.total_num_steps or 1)
-    quiet = logging.getLogger("axolotl_curriculum")  # the run logs its own choices later
-    was_disabled, quiet.disabled = quiet.disabled, True
-    try:
-        run = run_for(row_stats(meta.train_dataset, mask), curriculum,
-                      batch_size=batch_size if packed else mbs, world_size=int(cfg.world_size or 1),
-                      grad_accum=int(cfg.gradient_accumulation_steps or 1), packed=packed,
-                      capacity=capacity, bin_size=int(cfg.sample_packing_bin_size or 200),
-                      truncate_excess=cfg.excess_length_strategy == "truncate",
-                      sequence_len=sequence_len, total_steps=total_steps)
-    finally:
-        quiet.disabled = was_disabled
-    run.curriculum.check_run_length(total_steps,
-                                    length_from="max_steps" if cfg.max_steps else "num_epochs")
+        projection["difficulty"] = difficulty_view(run, meta.train_dataset, load_tokenizer(cfg))
+        print(format_difficulty(projection["difficulty"]))
+    if projection["auto"]:
+        why = ("no curriculum: block (the plugin does nothing without one); levels: auto "
+               "would choose" if block is None else "levels: auto chooses")
+        print(f"\n# {why}:\n{as_yaml(run.curriculum)}")
 
 
 def plan(config: str | os.PathLike, out: str | os.PathLike | None = None,
          world_size: int | None = None) -> dict:
+    """Load `config` and its data as training would, project the run, print it (and write it
+    into `out`). Returns the projection."""
     config = Path(config)
     raw = read_yaml(config)
     check_dataset_paths(raw, config)
-    from ..integrations.plugin import PLUGIN, lists_plugin, misspelled_key
-
-    if misspelled_key(raw):
-        raise BadInput(f"config {config}: {misspelled_key(raw)}")
-    if "curriculum" in raw and not lists_plugin(raw):  # Axolotl would drop the block unread
-        raise BadInput(f"config {config}: curriculum: is ignored by axolotl train: plugins: does "
-                       f"not list the plugin; add `plugins: [{PLUGIN}]`")
-    if raw.get("curriculum") is not None:  # its own message, before Axolotl loads
-        try:
-            Curriculum.model_validate(raw["curriculum"])
-        except ValueError as exc:
-            raise BadInput(f"config {config}: {_first_line(exc)}") from None
+    check_block(raw, config)
     cfg, meta = load(config)
-    from ..integrations.plugin import axolotl_pack
-
-    block = _plain(cfg.curriculum) if cfg.curriculum else None
+    block = plain(cfg.curriculum) if cfg.curriculum else None
     curriculum = Curriculum.model_validate(block or {"levels": "auto"})
-    uses_segments = curriculum.truncation == "segment" or (
-        not curriculum.is_auto and any(curriculum.truncation_of(k) == "segment"
-                                       for k in range(len(curriculum.levels)))) or (
-        curriculum.difficulty is not None and curriculum.difficulty.score == "segments")
-    mask = None
-    if uses_segments:
-        from axolotl.loaders import load_tokenizer
-
-        from ..core.cut import DEFAULT_BOUNDARIES
-
-        mask = boundary_mask(load_tokenizer(cfg), curriculum.boundaries or DEFAULT_BOUNDARIES)
-    dataset = meta.train_dataset
-    rows = row_stats(dataset, mask)
-    total_steps = int(meta.total_num_steps)
-    sequence_len = int(cfg.sequence_len)
-    scores = None
-    if curriculum.difficulty is not None:
-        if curriculum.difficulty.score in MODEL_SCORES:
-            raise BadInput(f"config {config}: curriculum.difficulty: plan loads no model weights, "
-                           f"so it cannot score {curriculum.difficulty.score!r}; plan with a CPU "
-                           "score (rarity, compression, ...) to see the admitted shares")
-        scores = difficulty_scores(dataset, curriculum.difficulty, mask)
-
-    packed = bool(cfg.sample_packing) and not cfg.pretraining_dataset
-    world = world_size or int(cfg.world_size or 1)
-    grad_accum = int(cfg.gradient_accumulation_steps or 1)
-    mbs = int(cfg.micro_batch_size or 1)
-    real_batches = (cfg.multipack_real_batches if cfg.multipack_real_batches is not None
-                    else not cfg.attn_supports_packing)
-    batch_size, capacity = (mbs, sequence_len) if real_batches else (1, mbs * sequence_len)
-    seed = cfg.data_seed if cfg.data_seed is not None else (cfg.seed if cfg.seed is not None else 42)
-    run = run_for(rows, curriculum, batch_size=batch_size if packed else mbs, world_size=world,
-                  grad_accum=grad_accum, packed=packed, capacity=capacity,
-                  bin_size=int(cfg.sample_packing_bin_size or 200), seed=int(seed),
-                  shuffle=not cfg.curriculum_sampling, pack=axolotl_pack if packed else None,
-                  truncate_excess=cfg.excess_length_strategy == "truncate",
-                  sequence_len=sequence_len, total_steps=total_steps, scores=scores,
-                  pad_to_multiple_of=collator_multiple(cfg))
-    chosen = run.curriculum
-    projection = project(run, total_steps=total_steps, model_config=model_config(cfg),
-                         steps_per_epoch=steps_per_epoch(cfg, dataset, world * grad_accum, packed))
+    settings = run_settings(cfg, world_size)
+    run, rows, scores = planned_run(cfg, meta, curriculum, config, settings)
+    per_step = settings["world_size"] * settings["grad_accum"]
+    projection = project(run, total_steps=int(meta.total_num_steps), model_config=model_config(cfg),
+                         steps_per_epoch=steps_per_epoch(cfg, meta.train_dataset, per_step,
+                                                         settings["packed"]))
     projection["config"] = str(config)
-    projection["curriculum"] = chosen.model_dump(mode="json", exclude_none=True)
+    projection["curriculum"] = run.curriculum.model_dump(mode="json", exclude_none=True)
     projection["auto"] = curriculum.is_auto
     projection["lengths"] = rows.lengths.tolist()
-
-    s = projection["settings"]
-    print(f"plan: {config}: {s['rows']} rows, {s['tokens']} tokens, sequence_len {sequence_len}, "
-          f"{total_steps} optimizer steps, budget {s['budget']}, "
-          f"{'packed' if packed else 'not packed'}, {world} rank(s) x {grad_accum} accumulation")
-    print(format_table(projection))
-    if scores is not None:
-        from axolotl.loaders import load_tokenizer
-
-        projection["difficulty"] = difficulty_view(run, dataset, load_tokenizer(cfg))
-        print(format_difficulty(projection["difficulty"]))
-    if curriculum.is_auto:
-        why = ("no curriculum: block (the plugin does nothing without one); levels: auto "
-               "would choose" if block is None else "levels: auto chooses")
-        print(f"\n# {why}:\n{as_yaml(chosen)}")
+    show(projection, run, cfg, meta, settings, block, scored=scores is not None)
     if out is not None:
         write(projection, Path(out))
     return projection

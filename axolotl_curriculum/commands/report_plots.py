@@ -12,7 +12,7 @@ from pathlib import Path
 from matplotlib import colormaps
 from matplotlib.figure import Figure
 
-from .report import STATS, Run, segments
+from .run_files import STATS, Run, segments
 
 DPI = 110
 

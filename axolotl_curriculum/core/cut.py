@@ -49,6 +49,11 @@ class Rows:
     all_scored: np.ndarray | None = None   # split: every label after the first is scored
                                            # (None: rows whose first scored label is 1)
 
+    @property
+    def trainable(self) -> np.ndarray:
+        """Rows with a scored label at all: every other row is skipped at every level."""
+        return self.first_label < self.lengths
+
     def trains_every_token(self) -> np.ndarray:
         if self.all_scored is not None:
             return self.all_scored

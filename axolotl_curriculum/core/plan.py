@@ -20,6 +20,7 @@ import numpy as np
 
 from .config import BUDGETS
 from .cut import Cuts, Rows
+from .names import STEP_COUNTS
 
 # pack(lengths, capacity, max_bins, bin_size) -> bins as lists of positions into `lengths`
 Packer = Callable[[np.ndarray, int, int, int], list[list[int]]]
@@ -58,7 +59,7 @@ class BatchPlan:
         self.pack = pack
         self.budget = budget
         self.pad_to_multiple_of = pad_to_multiple_of  # the collator's: a micro-batch's width
-        trainable = rows.first_label < rows.lengths
+        trainable = rows.trainable
         self._full_mean = float(rows.lengths[trainable].mean()) if trainable.any() else 1.0
 
     def order(self, epoch: int, cuts: Cuts | None = None) -> Iterator[int]:
@@ -187,9 +188,6 @@ def _split(items: list, count: int) -> list[list]:
     return [items[edges[i]:edges[i + 1]] for i in range(count)]
 
 
-# tokens: fed, padding excluded; positions: what the model runs on, padding included
-STEP_COUNTS = ("examples", "tokens", "positions", "tokens_cut", "cut", "prompt_cut", "chunks",
-               "skipped_no_label", "skipped_too_long", "deferred")
 
 
 class _Stream:

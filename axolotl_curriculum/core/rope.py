@@ -15,6 +15,8 @@ from typing import Any
 
 import torch
 
+from .errors import CurriculumError
+
 
 def check_rope(where: str, theta: Any, scaling: Any) -> None:
     """A level's RoPE keys, checked at config time against what transformers can compute."""
@@ -87,10 +89,10 @@ def model_rope(model: torch.nn.Module) -> dict:
     if (not rotaries or not isinstance(params, dict) or "rope_theta" not in params
             or not all(hasattr(m, "compute_default_rope_parameters") for m in rotaries)):
         kind = getattr(config, "model_type", type(model).__name__)
-        raise ValueError(f"curriculum.levels: rope_theta / rope_scaling need a model whose rotary "
-                         f"embedding transformers computes from config.rope_parameters; this "
-                         f"{kind} model has none the curriculum recognises; remove the levels' "
-                         "RoPE keys")
+        raise CurriculumError(
+            "curriculum.levels: rope_theta / rope_scaling need a model whose rotary embedding "
+            f"transformers computes from config.rope_parameters; this {kind} model has none the "
+            "curriculum recognises; remove the levels' RoPE keys")
     return copy.deepcopy(params)
 
 

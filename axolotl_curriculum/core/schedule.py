@@ -56,8 +56,8 @@ class Timeline:
     def pending_after(self, step: int) -> bool:
         return self.segments[-1].start > step
 
-    def to_dict(self) -> dict:
+    def state_dict(self) -> dict:
         return {"segments": [asdict(s) for s in self.segments]}
 
-    def load(self, state: dict) -> None:
+    def load_state_dict(self, state: dict) -> None:
         self.segments = [Segment(**s) for s in state["segments"]]

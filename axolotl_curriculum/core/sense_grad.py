@@ -153,7 +153,7 @@ class Gate:
         return {"stay": vars(self.stay), "ema_grad": self.spikes.ema_grad,
                 "ema_loss": self.spikes.ema_loss, "backed_off": self.backed_off}
 
-    def load(self, state: dict) -> None:
+    def load_state_dict(self, state: dict) -> None:
         self.stay = _Stay(**state["stay"])
         self.spikes.ema_grad, self.spikes.ema_loss = state["ema_grad"], state["ema_loss"]
         self.backed_off = list(state["backed_off"])

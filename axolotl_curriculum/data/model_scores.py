@@ -18,7 +18,7 @@ import torch
 
 from ..core.cut import Rows
 
-LOG = logging.getLogger("axolotl_curriculum")
+logger = logging.getLogger(__name__)
 
 
 def _losses(model, batch: dict) -> torch.Tensor:
@@ -91,7 +91,7 @@ def model_scores(score: str, model, dataset, rows: Rows, *, rank: int = 0, world
         values = reduce_sum(values)
     out = values.cpu().numpy()
     if rank == 0:
-        LOG.info("curriculum: difficulty %s scored %d examples in %.1f s (%.0f examples/s)",
+        logger.info("curriculum: difficulty %s scored %d examples in %.1f s (%.0f examples/s)",
                  score, len(chosen), time.perf_counter() - start,
                  len(mine) / max(time.perf_counter() - start, 1e-9))
     unscored = np.ones(n, dtype=bool)

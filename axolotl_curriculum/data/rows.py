@@ -11,7 +11,9 @@ import hashlib
 import numpy as np
 
 from ..core import difficulty
-from ..core.cut import NO_LABEL, Rows, first_scored_label
+from ..core.config import Curriculum
+from ..core.cut import DEFAULT_BOUNDARIES, NO_LABEL, Rows, first_scored_label
+from ..core.errors import CurriculumError
 
 
 def _flat(column) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -32,6 +34,22 @@ def _flat(column) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     if not starts:
         return np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0, np.int64)
     return np.concatenate(starts), np.concatenate(lengths), np.concatenate(values)
+
+
+def rows_for(curriculum: Curriculum, dataset, tokenizer) -> tuple[Rows, np.ndarray | None]:
+    """The rows' statistics for a run of `curriculum`, with the boundary mask where segments
+    are looked for (segment cuts, the `segments` score)."""
+    if not curriculum.needs_boundaries:
+        return row_stats(dataset), None
+    if tokenizer is None:
+        cur = curriculum
+        modes = ([cur.truncation] if cur.is_auto
+                 else [cur.truncation_of(k) for k in range(len(cur.levels))])
+        raise CurriculumError(
+            f"curriculum.{'truncation' if 'segment' in modes else 'difficulty'}: segments are "
+            "found with the tokenizer's boundary tokens; pass tokenizer= to train_loader")
+    mask = boundary_mask(tokenizer, curriculum.boundaries or DEFAULT_BOUNDARIES)
+    return row_stats(dataset, mask), mask
 
 
 def row_stats(dataset, is_boundary: np.ndarray | None = None) -> Rows:
@@ -89,13 +107,14 @@ def difficulty_scores(dataset, spec, is_boundary: np.ndarray | None = None) -> n
     column = None
     if spec.score == "column":
         if spec.column not in dataset.column_names:
-            raise ValueError(f"curriculum.difficulty.column: the dataset has no column "
-                             f"{spec.column!r}; its columns: {', '.join(dataset.column_names)}")
+            raise CurriculumError(
+                f"curriculum.difficulty.column: the dataset has no column {spec.column!r}; its "
+                f"columns: {', '.join(dataset.column_names)}")
         try:
             column = np.asarray(dataset[spec.column], dtype=np.float64)
         except (TypeError, ValueError):
-            raise ValueError(f"curriculum.difficulty.column: column {spec.column!r} must hold "
-                             "one number per example (lower = easier)") from None
+            raise CurriculumError(f"curriculum.difficulty.column: column {spec.column!r} must hold "
+                                  "one number per example (lower = easier)") from None
     starts, lengths, ids = _flat(_table(dataset).column("input_ids"))
     return difficulty.scores(spec.score, starts, lengths, ids, index=_index(dataset),
                              is_boundary=is_boundary, seed=spec.seed, column=column)

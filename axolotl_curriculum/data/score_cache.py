@@ -19,8 +19,6 @@ from pathlib import Path
 
 import numpy as np
 
-FOLDER = "curriculum_scores"
-
 
 def _digest(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()[:16]

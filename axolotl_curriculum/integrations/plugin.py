@@ -14,15 +14,13 @@ from axolotl.common.const import DEFAULT_DATASET_PREPARED_PATH
 from axolotl.integrations.base import BasePlugin
 
 from ..core.config import Curriculum
-from ..data.score_cache import FOLDER as SCORE_CACHE
+from ..core.errors import CurriculumError, error_line, print_error
+from ..core.names import SCORE_FOLDER
+from .settings import check_levels, plain
 from .trainer import attach, default_resume_dir
 
-LOG = logging.getLogger("axolotl_curriculum")
+logger = logging.getLogger(__name__)
 PLUGIN = "axolotl_curriculum.CurriculumPlugin"
-
-
-class CurriculumConfigError(ValueError):
-    """A mistake in the config the plugin found: printed as one line, no traceback."""
 
 
 def misspelled_key(raw: dict) -> str | None:
@@ -51,32 +49,13 @@ def lists_plugin(raw: dict) -> bool:
     return False
 
 
-def config_error_line(exc: BaseException) -> str | None:
-    """The one line for an error in the curriculum settings; None for anything else (pydantic
-    errors count only when every error is about `curriculum`)."""
-    if isinstance(exc, CurriculumConfigError):
-        return str(exc)
-    errors = getattr(exc, "errors", None)
-    if type(exc).__name__ != "ValidationError" or not callable(errors):
-        return None
-    try:
-        messages = [(tuple(e.get("loc") or ()), str(e["msg"]).removeprefix("Value error, "))
-                    for e in errors()]
-    except Exception:  # noqa: BLE001
-        return None
-    ours = [msg for loc, msg in messages
-            if loc[:1] == ("curriculum",) or (not loc and msg.startswith("curriculum"))]
-    return "; ".join(ours) if ours and len(ours) == len(messages) else None
-
-
 def _excepthook(previous):
     def hook(exc_type, exc, tb):
-        line = config_error_line(exc)
+        line = error_line(exc)
         if line is None or os.environ.get("AXOLOTL_CURRICULUM_VERBOSE"):
             previous(exc_type, exc, tb)
         if line is not None:
-            sys.stderr.flush()
-            print(f"axolotl-curriculum: error: {line}", file=sys.stderr, flush=True)
+            print_error(line)
 
     hook.curriculum = True
     return hook
@@ -121,11 +100,12 @@ class CurriculumPlugin(BasePlugin):
             sys.excepthook = _excepthook(sys.excepthook)
         typo = misspelled_key(cfg)
         if typo:
-            raise CurriculumConfigError(typo)
+            raise CurriculumError(typo)
         if cfg.get("curriculum") is None and _rank0():
-            LOG.warning("curriculum: no curriculum: block in the config; training runs without "
+            logger.warning("curriculum: no curriculum: block in the config; training runs without "
                         "a curriculum (add one, or remove %s from plugins)", PLUGIN)
         # Axolotl's console handler shows INFO from "axolotl*" loggers; ours starts out at WARNING.
+        # (the package's logger: every module logs under it)
         curriculum_logger = logging.getLogger("axolotl_curriculum")
         if curriculum_logger.level == logging.NOTSET:
             curriculum_logger.setLevel(logging.INFO)
@@ -133,6 +113,13 @@ class CurriculumPlugin(BasePlugin):
         # (Not with DeepSpeed, which accelerate drops when told to use the CPU.)
         if cfg.get("curriculum") and _cpu_multi_rank() and not cfg.get("deepspeed"):
             os.environ.setdefault("ACCELERATE_USE_CPU", "true")
+
+    def curriculum(self, cfg) -> Curriculum:
+        """The block, parsed once per process: Axolotl validated it with the whole config
+        (`args.CurriculumArgs`) and hands the hooks the plain dict again."""
+        if getattr(self, "_parsed", None) is None or self._parsed[0] != cfg.curriculum:
+            self._parsed = (cfg.curriculum, Curriculum.model_validate(plain(cfg.curriculum)))
+        return self._parsed[1]
 
     def load_datasets(self, cfg, preprocess: bool = False):
         # Axolotl pins device_map to LOCAL_RANK when WORLD_SIZE > 1, which fails without a GPU;
@@ -146,15 +133,8 @@ class CurriculumPlugin(BasePlugin):
         # loaded once) and check every level on it before the model loads.
         from axolotl.common.datasets import load_datasets
 
-        from ..commands.plan import check_levels
-
         meta = load_datasets(cfg=cfg, cli_args=_train_cli_args())
-        try:
-            check_levels(cfg, meta)
-        except ValueError as exc:
-            if str(exc).startswith("curriculum"):  # names the key: the one line, no traceback
-                raise CurriculumConfigError(str(exc)) from None
-            raise
+        check_levels(cfg, meta, self.curriculum(cfg))  # a CurriculumError: one line, no traceback
         return meta
 
     def _other_loader(self) -> bool:
@@ -171,10 +151,10 @@ class CurriculumPlugin(BasePlugin):
                     return Path(cfg.resume_from_checkpoint)
                 return default_resume_dir(args, state)
 
-            attach(trainer, Curriculum.model_validate(cfg.curriculum), pack=axolotl_pack,
+            attach(trainer, self.curriculum(cfg), pack=axolotl_pack,
                    resume_dir=resume_dir,
                    truncate_excess=cfg.excess_length_strategy == "truncate",
                    sequence_len=cfg.sequence_len,
                    # next to Axolotl's prepared dataset (its default folder when unset)
                    score_cache=Path(cfg.dataset_prepared_path or DEFAULT_DATASET_PREPARED_PATH)
-                   / SCORE_CACHE)
+                   / SCORE_FOLDER)

@@ -20,14 +20,14 @@ from transformers import TrainerCallback
 from transformers.trainer_utils import seed_worker
 
 from ..core.config import Curriculum
+from ..core.errors import CurriculumError
+from ..core.names import SCORE_FOLDER, STATE_FILE
 from ..core.plan import Packer
 from ..run.preflight import full_length_batch, preflight
 from ..run.projection import write_run_plan
 from ..run.run import CurriculumRun
-from ..data.score_cache import FOLDER as SCORE_CACHE
 
-LOG = logging.getLogger("axolotl_curriculum")
-STATE_FILE = "curriculum_state.json"
+logger = logging.getLogger(__name__)
 
 
 def _packed(args) -> bool:
@@ -104,7 +104,7 @@ def run_preflight(trainer, run: CurriculumRun, shapes: list[tuple[int, int, int]
         with trainer.compute_loss_context_manager():
             preflight(model, batch, trainer.accelerator.backward, f"{rows} rows x {tokens} tokens")
         if run.rank == 0:
-            LOG.info("curriculum: pre-flight at the largest micro-batch (%d rows x %d tokens) fits",
+            logger.info("curriculum: pre-flight at the largest micro-batch (%d rows x %d tokens) fits",
                      rows, tokens)
     model.train(training)
 
@@ -117,7 +117,7 @@ def use_preflight(trainer, run: CurriculumRun) -> None:
     if not wanted or run.plan is None:
         return
     if trainer.is_deepspeed_enabled:
-        LOG.info("curriculum: pre-flight skipped under DeepSpeed (its engine owns backward)")
+        logger.info("curriculum: pre-flight skipped under DeepSpeed (its engine owns backward)")
         return
     run.preflight_at = lambda shapes: run_preflight(trainer, run, shapes)
     run.preflight_new_shapes()
@@ -172,8 +172,8 @@ def attach(trainer, curriculum: Curriculum | dict, pack: Packer | None = None,
     curriculum = Curriculum.model_validate(curriculum)
     args = trainer.args
     if getattr(args, "packing", False):
-        raise ValueError("curriculum: TRL's packing=True packs rows before the curriculum can cut "
-                         "them; set packing=False (padding_free=True keeps rows unpadded)")
+        raise CurriculumError("curriculum: TRL's packing=True packs rows before the curriculum can "
+                              "cut them; set packing=False (padding_free=True keeps rows unpadded)")
     # Axolotl runs the same check at config time; a plain Trainer meets it here.
     curriculum.check_training(max_grad_norm=args.max_grad_norm or 0.0,
                               deepspeed=trainer.is_deepspeed_enabled, packed=_packed(args))
@@ -183,7 +183,7 @@ def attach(trainer, curriculum: Curriculum | dict, pack: Packer | None = None,
         grad_accum=args.gradient_accumulation_steps,
         reduce_mean=lambda t: trainer.accelerator.reduce(t, reduction="mean"),
         truncate_excess=truncate_excess, pad_token_id=getattr(tokenizer, "pad_token_id", None),
-        score_cache=Path(score_cache or Path(args.output_dir) / SCORE_CACHE))
+        score_cache=Path(score_cache or Path(args.output_dir) / SCORE_FOLDER))
     callback = CurriculumCallback(trainer, run, resume_dir)
     trainer.get_train_dataloader = lambda: train_dataloader(trainer, run, pack, sequence_len)
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 
 import torch
@@ -51,3 +52,19 @@ def measure_batch(inputs: Mapping[str, torch.Tensor], pad_token_id: int | None) 
     positions = torch.full((), ids.numel(), device=ids.device)
     return torch.stack([longest.to(torch.int64), tokens.to(torch.int64), len_sq.to(torch.int64),
                         positions.to(torch.int64)])
+
+
+def norm_scalar(grad_norm, device) -> torch.Tensor:
+    """The gradient norm as a plain 0-d float64 tensor on `device`, without a blocking copy.
+
+    Engines hand it over differently: DDP a tensor, DeepSpeed a float, FSDP2 a DTensor (stacking
+    that with plain tensors raises; a Partial one would be this rank's share), None without one.
+    A host float is filled in on the device (`torch.full`), never copied from the host.
+    """
+    if grad_norm is None:
+        return torch.full((), math.nan, dtype=torch.float64, device=device)
+    if hasattr(grad_norm, "full_tensor"):  # DTensor: whole and global, no collective if Replicate
+        grad_norm = grad_norm.full_tensor()
+    if isinstance(grad_norm, torch.Tensor):
+        return grad_norm.detach().to(device=device, dtype=torch.float64).reshape(())
+    return torch.full((), float(grad_norm), dtype=torch.float64, device=device)

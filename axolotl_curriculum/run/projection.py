@@ -10,6 +10,7 @@ which `report` puts beside what was fed.
 from __future__ import annotations
 
 import logging
+import os
 import time
 from pathlib import Path
 from typing import Any
@@ -19,16 +20,15 @@ import numpy as np
 from ..core.config import Curriculum
 from ..core.cut import Cuts, Rows, level_cuts
 from ..core.flops import activation_bytes, attention_flops, matmul_params, train_flops
-from ..core.plan import STEP_COUNTS, BatchPlan, Packer
+from ..core.names import PLAN_FILE, STEP_COUNTS, WAITING
+from ..core.plan import BatchPlan, Packer
 from .run import CurriculumRun
 from .runlog import dumps
 
-# Per level, summed over its steps: the plan's step counts, which the training log writes as
-# rank 0's `global_<key>` fields (curriculum_log.jsonl) and the summary sums per level.
-TOTALS = STEP_COUNTS
-LOG = logging.getLogger("axolotl_curriculum")
-PLAN_FILE = "curriculum_plan.json"  # written by training (rank 0) for `report`
+logger = logging.getLogger(__name__)
 SAMPLE_STEPS = 2000  # steps simulated per level at most; beyond, the level's mean step counts
+# Tests set it: a plan that cannot be written fails the test instead of being logged.
+STRICT_ENV = "AXOLOTL_CURRICULUM_STRICT"
 
 
 def _outcomes(rows: Rows, cuts: Cuts) -> dict[str, int]:
@@ -72,8 +72,8 @@ def _step_flops(plan: BatchPlan, batches: list, model_config: Any) -> tuple[floa
 
 
 def _step_counts(stats: dict) -> dict:
-    """One planned step's counts (plan.STEP_COUNTS and the waiting gauge)."""
-    return {key: int(stats[key]) for key in (*STEP_COUNTS, "waiting")}
+    """One planned step's counts (names.STEP_COUNTS and the waiting gauge)."""
+    return {key: int(stats[key]) for key in (*STEP_COUNTS, WAITING)}
 
 
 def _simulate(plan: BatchPlan, level_of: list[int], per_step: int, steps_per_epoch: int,
@@ -83,7 +83,8 @@ def _simulate(plan: BatchPlan, level_of: list[int], per_step: int, steps_per_epo
     A level simulated for `sample` steps is left (its remaining steps are projected from their
     mean) and the plan restarts at the next level's first step with a fresh order.
     """
-    acc = {k: {key: 0 for key in (*TOTALS, "steps", "flops", "attention")}
+    # per level, summed over its steps: the step counts (the log's `global_<key>` fields)
+    acc = {k: {key: 0 for key in (*STEP_COUNTS, "steps", "flops", "attention")}
            for k in range(len(cuts))}
     last_waiting: dict[int, int] = {}
     total, step, restarts, exact = len(level_of), 0, 0, True
@@ -104,17 +105,17 @@ def _simulate(plan: BatchPlan, level_of: list[int], per_step: int, steps_per_epo
                 break
             counts = _step_counts(stats)
             a = acc[level]
-            for key in TOTALS:
+            for key in STEP_COUNTS:
                 a[key] += counts[key]
             a["steps"] += 1
             flops, attention = _step_flops(plan, batches, model_config)
             a["flops"] += flops
             a["attention"] += attention
-            last_waiting[level] = counts["waiting"]
+            last_waiting[level] = counts[WAITING]
         else:
             step = end
     for level, a in acc.items():
-        a["waiting"] = last_waiting.get(level, 0)
+        a[WAITING] = last_waiting.get(level, 0)
     return acc, exact
 
 
@@ -136,6 +137,89 @@ def run_for(rows: Rows, block: Curriculum | dict, *, batch_size: int, world_size
     return run
 
 
+def _full_length(run: CurriculumRun, steps: int, steps_per_epoch: int, sample_steps: int,
+                 model_config: Any) -> dict[str, float]:
+    """Per step, what the same steps feed and cost without a curriculum: one level as long as
+    the longest row (cut only past `sequence_len`), over the first `steps` steps."""
+    rows, cur = run.rows, run.curriculum
+    full_len = int(max(rows.lengths.max(initial=2), cur.input_lens[-1]))
+    full = [level_cuts(rows, full_len, "head", prompt_cut=cur.prompt_cut,
+                       keep_prompt_head=cur.keep_prompt_head, last_level=True,
+                       truncate_excess=run.truncate_excess)]
+    ref, _ = _simulate(run.plan, [0] * steps, run.batches_per_step, steps_per_epoch, full,
+                       sample_steps, model_config)
+    ref = ref[0]
+    n = max(ref["steps"], 1)
+    return {"flops_per_step": ref["flops"] / n,
+            "flops_per_token": ref["flops"] / max(ref["tokens"], 1),
+            "examples_per_step": ref["examples"] / n, "tokens_per_step": ref["tokens"] / n}
+
+
+def _level(run: CurriculumRun, k: int, a: dict, steps: int, cuts: Cuts, full: dict[str, float],
+           model_config: Any) -> dict[str, Any]:
+    """Level `k`'s row: what its cut does to the data, what its `steps` feed (`a`: the sums over
+    its simulated steps, scaled to all of them) and what they cost against full length."""
+    rows, cur = run.rows, run.curriculum
+    level, last = cur.levels[k], len(cur.levels) - 1
+    full_tokens = int(rows.lengths.sum())
+    scale = steps / a["steps"] if a["steps"] else 0.0
+    out = _outcomes(rows, cuts)
+    per = {key: (a[key] / a["steps"] if a["steps"] else 0.0)
+           for key in ("examples", "tokens", "positions", "tokens_cut")}
+    step_flops = a["flops"] / a["steps"] if a["steps"] else 0.0
+    return {
+        "level": k,
+        "input_len": level.input_len,
+        "truncation": cur.truncation_of(k),
+        "max_steps": level.max_steps,
+        "min_steps": cur.min_steps(k) if cur.sense_grad is not None and k < last else None,
+        "steps": steps,
+        **out,
+        "share_tokens_kept": out["tokens_kept"] / max(full_tokens, 1),
+        "share_tokens_cut": out["tokens_cut"] / max(full_tokens, 1),
+        "examples_per_step": per["examples"],
+        "tokens_per_step": per["tokens"],
+        "positions_per_step": per["positions"],
+        "tokens_cut_per_step": per["tokens_cut"],
+        **{key: int(round(a[key] * scale)) for key in STEP_COUNTS},
+        WAITING: a[WAITING],
+        "flops_per_step": step_flops,
+        "flops": step_flops * steps,
+        "rel_flops_per_token": (a["flops"] / max(a["tokens"], 1)) / full["flops_per_token"]
+        if a["tokens"] and full["flops_per_token"] else 0.0,
+        "rel_flops_per_step": (step_flops / full["flops_per_step"]
+                               if full["flops_per_step"] else 0.0),
+        "attention_share": a["attention"] / a["flops"] if a["flops"] else 0.0,
+        # the level's largest micro-batch, as the collator shapes it (pre-flight's shape)
+        "activation_gb": max((activation_bytes(model_config, r * t) for r, t, _
+                              in run.plan.largest_batches([cuts])), default=0.0) / 1e9,
+    }
+
+
+def _total(levels: list[dict], full: dict[str, float], total_steps: int,
+           exact: bool) -> dict[str, Any]:
+    flops = sum(lv["flops"] for lv in levels)
+    full_flops = full["flops_per_step"] * total_steps
+    return {
+        "steps": total_steps,
+        "flops": flops,
+        "flops_full_length": full_flops,
+        "ratio": flops / full_flops if full["flops_per_step"] and total_steps else 1.0,
+        "full_length_examples_per_step": full["examples_per_step"],
+        "full_length_tokens_per_step": full["tokens_per_step"],
+        "exact": exact,
+    }
+
+
+def _settings(run: CurriculumRun, steps_per_epoch: int) -> dict[str, Any]:
+    plan = run.plan
+    return {"rows": len(run.rows), "tokens": int(run.rows.lengths.sum()), "budget": plan.budget,
+            "packed": plan.packed, "batch_size": plan.batch_size, "capacity": plan.capacity,
+            "world_size": run.batches_per_step // run.grad_accum, "grad_accum": run.grad_accum,
+            "seed": plan.seed, "steps_per_epoch": steps_per_epoch,
+            "sense_grad": run.curriculum.sense_grad is not None}
+
+
 def project(run: CurriculumRun, *, total_steps: int, model_config: Any,
             steps_per_epoch: int | None = None, sample_steps: int = SAMPLE_STEPS) -> dict[str, Any]:
     """Per level: what its cut does to the data, what its steps feed, and what they cost.
@@ -145,82 +229,16 @@ def project(run: CurriculumRun, *, total_steps: int, model_config: Any,
     `steps_per_epoch`: optimizer steps per epoch of the loader (default: one epoch).
     Levels are planned at their caps (`max_steps`); with sense_grad a level may end sooner.
     """
-    rows, cur, plan = run.rows, run.curriculum, run.plan
-    packed, budget = plan.packed, plan.budget
-    per_step, grad_accum = run.batches_per_step, run.grad_accum
-    world_size = per_step // grad_accum
-    batch_size, capacity, seed = plan.batch_size, plan.capacity, plan.seed
-    last = len(cur.levels) - 1
-    cuts = [run.cuts(k) for k in range(len(cur.levels))]
+    cuts = [run.cuts(k) for k in range(len(run.curriculum.levels))]
     level_of = [run.timeline.level_at(s) for s in range(total_steps)]
-
     spe = steps_per_epoch or max(total_steps, 1)
-    acc, exact = _simulate(plan, level_of, per_step, spe, cuts, sample_steps, model_config)
-    # full length: what the same steps feed without a curriculum
-    full_len = int(max(rows.lengths.max(initial=2), cur.input_lens[-1]))
-    full = [level_cuts(rows, full_len, "head", prompt_cut=cur.prompt_cut,
-                       keep_prompt_head=cur.keep_prompt_head, last_level=True,
-                       truncate_excess=run.truncate_excess)]
-    ref_steps = min(total_steps, sample_steps)
-    ref, _ = _simulate(plan, [0] * ref_steps, per_step, spe, full, sample_steps,
-                       model_config)
-    ref = ref[0]
-    full_step_flops = ref["flops"] / max(ref["steps"], 1)
-    full_token_flops = ref["flops"] / max(ref["tokens"], 1)
-    full_tokens = int(rows.lengths.sum())
-
-    levels = []
-    for k, level in enumerate(cur.levels):
-        a = acc[k]
-        steps = level_of.count(k)
-        scale = steps / a["steps"] if a["steps"] else 0.0
-        out = _outcomes(rows, cuts[k])
-        per = {key: (a[key] / a["steps"] if a["steps"] else 0.0)
-               for key in ("examples", "tokens", "positions", "tokens_cut")}
-        step_flops = a["flops"] / a["steps"] if a["steps"] else 0.0
-        levels.append({
-            "level": k,
-            "input_len": level.input_len,
-            "truncation": cur.truncation_of(k),
-            "max_steps": level.max_steps,
-            "min_steps": cur.min_steps(k) if cur.sense_grad is not None and k < last else None,
-            "steps": steps,
-            **out,
-            "share_tokens_kept": out["tokens_kept"] / max(full_tokens, 1),
-            "share_tokens_cut": out["tokens_cut"] / max(full_tokens, 1),
-            "examples_per_step": per["examples"],
-            "tokens_per_step": per["tokens"],
-            "positions_per_step": per["positions"],
-            "tokens_cut_per_step": per["tokens_cut"],
-            **{key: int(round(a[key] * scale)) for key in TOTALS},
-            "waiting": a["waiting"],
-            "flops_per_step": step_flops,
-            "flops": step_flops * steps,
-            "rel_flops_per_token": (a["flops"] / max(a["tokens"], 1)) / full_token_flops
-            if a["tokens"] and full_token_flops else 0.0,
-            "rel_flops_per_step": step_flops / full_step_flops if full_step_flops else 0.0,
-            "attention_share": a["attention"] / a["flops"] if a["flops"] else 0.0,
-            # the level's largest micro-batch, as the collator shapes it (pre-flight's shape)
-            "activation_gb": max((activation_bytes(model_config, r * t) for r, t, _
-                                  in run.plan.largest_batches([cuts[k]])), default=0.0) / 1e9,
-        })
-    flops = sum(lv["flops"] for lv in levels)
-    return {
-        "levels": levels,
-        "total": {
-            "steps": total_steps,
-            "flops": flops,
-            "flops_full_length": full_step_flops * total_steps,
-            "ratio": flops / (full_step_flops * total_steps) if full_step_flops and total_steps else 1.0,
-            "full_length_examples_per_step": ref["examples"] / max(ref["steps"], 1),
-            "full_length_tokens_per_step": ref["tokens"] / max(ref["steps"], 1),
-            "exact": exact,
-        },
-        "settings": {"rows": len(rows), "tokens": full_tokens, "budget": budget,
-                     "packed": packed, "batch_size": batch_size, "capacity": capacity,
-                     "world_size": world_size, "grad_accum": grad_accum, "seed": seed,
-                     "steps_per_epoch": spe, "sense_grad": cur.sense_grad is not None},
-    }
+    acc, exact = _simulate(run.plan, level_of, run.batches_per_step, spe, cuts, sample_steps,
+                           model_config)
+    full = _full_length(run, min(total_steps, sample_steps), spe, sample_steps, model_config)
+    levels = [_level(run, k, acc[k], level_of.count(k), cuts[k], full, model_config)
+              for k in range(len(cuts))]
+    return {"levels": levels, "total": _total(levels, full, total_steps, exact),
+            "settings": _settings(run, spe)}
 
 
 def project_run(run: CurriculumRun, *, model_config: Any) -> dict[str, Any]:
@@ -236,7 +254,8 @@ def write_run_plan(run: Any, output_dir, **kwargs) -> Path | None:
     """Write `<output_dir>/curriculum_plan.json` (`project_run(run, **kwargs)`) for `report`.
 
     Called once at the start of training, on rank 0. A failure is logged and never stops the
-    run: the plan is for reading afterwards, not for training.
+    run: the plan is for reading afterwards, not for training. With AXOLOTL_CURRICULUM_STRICT=1
+    (tests) it is raised instead, so a broken projection fails the test that trained.
     """
     started = time.perf_counter()
     path = Path(output_dir) / PLAN_FILE
@@ -245,9 +264,11 @@ def write_run_plan(run: Any, output_dir, **kwargs) -> Path | None:
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(dumps(projection, indent=2) + "\n")
     except Exception as exc:  # noqa: BLE001 - never fail training over the plan
-        LOG.warning("curriculum: %s not written: %s: %s", PLAN_FILE, type(exc).__name__, exc)
+        if os.environ.get(STRICT_ENV, "") not in ("", "0"):
+            raise
+        logger.warning("curriculum: %s not written: %s: %s", PLAN_FILE, type(exc).__name__, exc)
         return None
-    LOG.info("curriculum: projected plan written to %s (%.2f s)", path,
+    logger.info("curriculum: projected plan written to %s (%.2f s)", path,
              time.perf_counter() - started)
     return path
 

@@ -15,13 +15,13 @@ from pathlib import Path
 
 import torch
 
-LOG_FILE = "curriculum_log.jsonl"
+from ..core.names import LOG_FILE, SUMMARY_FILE
+
 # A step's device tensor, in this order: this rank's measurements (batch_stats.measure_batch),
 # its loss summed over micro-batches, and the trainer's gradient norm.
 MEASURED = ("max_example_len", "tokens", "len_sq", "positions")
 STEP_VALUES = (*MEASURED, "loss", "grad_norm")
 LOSS, GRAD_NORM = STEP_VALUES.index("loss"), STEP_VALUES.index("grad_norm")
-SUMMARY_FILE = "curriculum_summary.json"
 
 
 def strict(value):

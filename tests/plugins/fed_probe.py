@@ -42,10 +42,71 @@ def _row_ids(specs) -> list[int]:
     return out
 
 
+def _record_fetches(fetched: Path, keyed: Path) -> None:
+    """Wrap `CutDataset`'s fetches: each writes its rows to `fetched`, its examples' keys to
+    `keyed`."""
+    from axolotl_curriculum.data import loader
+
+    get, get_one = loader.CutDataset.__getitems__, loader.CutDataset.__getitem__
+    inside = [0]  # a packed micro-batch fetches its bins through a nested call: count once
+
+    def fetch_recorded(rows: list[int], fetch, examples):
+        """`fetch()`, writing the rows asked for and each fetched example's key (not for the
+        nested fetches of a packed micro-batch)."""
+        if not inside[0]:
+            with fetched.open("a") as f:
+                f.write(json.dumps(rows) + "\n")
+        inside[0] += 1
+        try:
+            got = fetch()
+        finally:
+            inside[0] -= 1
+        if not inside[0]:
+            pairs = [[row, digest(e["input_ids"])] for row, e in zip(rows, examples(got))]
+            with keyed.open("a") as f:
+                f.write("".join(json.dumps(pair) + "\n" for pair in pairs))
+        return got
+
+    def recorded(self, specs):
+        return fetch_recorded(_row_ids(specs), lambda: get(self, specs), _examples)
+
+    def recorded_one(self, spec):  # Axolotl's patched fetcher asks one spec at a time
+        return fetch_recorded([int(spec[0])], lambda: get_one(self, spec), lambda e: [e])
+
+    loader.CutDataset.__getitems__ = recorded
+    loader.CutDataset.__getitem__ = recorded_one
+
+
+def _record_forwards(trainer, forwards: Path) -> None:
+    """A forward pre-hook on the model writing what each training micro-step's forward got."""
+    current = {"step": None}
+    training_step = trainer.training_step
+
+    def in_training_step(model, inputs, *args, **kwargs):
+        current["step"] = trainer.state.global_step + 1
+        try:
+            return training_step(model, inputs, *args, **kwargs)
+        finally:
+            current["step"] = None
+
+    trainer.training_step = in_training_step
+
+    def record(module, args, kwargs):
+        if current["step"] is None:
+            return
+        rec = {"step": current["step"]}
+        for key in FORWARD_KEYS:
+            value = kwargs.get(key)
+            if value is not None:
+                rec[key] = value.tolist()
+        with forwards.open("a") as f:
+            f.write(json.dumps(rec) + "\n")
+
+    trainer.model.register_forward_pre_hook(record, with_kwargs=True)
+
+
 class FedProbe(BasePlugin):
     def post_trainer_create(self, cfg, trainer):
-        from axolotl_curriculum.data import loader
-
         out = Path(cfg.output_dir)
         out.mkdir(parents=True, exist_ok=True)
         rank = trainer.args.process_index
@@ -54,66 +115,8 @@ class FedProbe(BasePlugin):
         keyed = out / f"fetched.rank{rank}.jsonl"
         for path in (fetched, forwards, keyed):  # a second run in the same folder records anew
             path.unlink(missing_ok=True)
-        get, get_one = loader.CutDataset.__getitems__, loader.CutDataset.__getitem__
-        inside = [0]  # a packed micro-batch fetches its bins through a nested call: count once
-
-        def recorded(self, specs):
-            if not inside[0]:
-                with fetched.open("a") as f:
-                    f.write(json.dumps(_row_ids(specs)) + "\n")
-            inside[0] += 1
-            try:
-                got = get(self, specs)
-            finally:
-                inside[0] -= 1
-            if not inside[0]:
-                pairs = [[row, digest(e["input_ids"])]
-                         for row, e in zip(_row_ids(specs), _examples(got))]
-                with keyed.open("a") as f:
-                    f.write("".join(json.dumps(pair) + "\n" for pair in pairs))
-            return got
-
-        def recorded_one(self, spec):  # Axolotl's patched fetcher asks one spec at a time
-            if not inside[0]:
-                with fetched.open("a") as f:
-                    f.write(json.dumps([int(spec[0])]) + "\n")
-            inside[0] += 1
-            try:
-                got = get_one(self, spec)
-            finally:
-                inside[0] -= 1
-            if not inside[0]:
-                with keyed.open("a") as f:
-                    f.write(json.dumps([int(spec[0]), digest(got["input_ids"])]) + "\n")
-            return got
-
-        loader.CutDataset.__getitems__ = recorded
-        loader.CutDataset.__getitem__ = recorded_one
-
-        current = {"step": None}
-        training_step = trainer.training_step
-
-        def in_training_step(model, inputs, *args, **kwargs):
-            current["step"] = trainer.state.global_step + 1
-            try:
-                return training_step(model, inputs, *args, **kwargs)
-            finally:
-                current["step"] = None
-
-        trainer.training_step = in_training_step
-
-        def record(module, args, kwargs):
-            if current["step"] is None:
-                return
-            rec = {"step": current["step"]}
-            for key in FORWARD_KEYS:
-                value = kwargs.get(key)
-                if value is not None:
-                    rec[key] = value.tolist()
-            with forwards.open("a") as f:
-                f.write(json.dumps(rec) + "\n")
-
-        trainer.model.register_forward_pre_hook(record, with_kwargs=True)
+        _record_fetches(fetched, keyed)
+        _record_forwards(trainer, forwards)
 
         if rank == 0 and trainer.train_dataset is not None:
             ds = trainer.train_dataset

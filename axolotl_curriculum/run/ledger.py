@@ -1,0 +1,75 @@
+"""What the run fed, per level: the totals behind the summary and the trainer's log line.
+
+The plan's step counts are for all ranks together (rank 0 writes them as `global_<key>`); the
+measured fields of a log line (`tokens`, `max_example_len`) are this rank's batches.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ..core.names import STEP_COUNTS, WAITING
+
+SUMMED = (*STEP_COUNTS, WAITING)  # WAITING is a gauge: its value at the level's last step
+
+
+class Ledger:
+    """Per level, the steps trained and the plan's counts in them."""
+
+    def __init__(self):
+        self.totals: dict[int, dict] = {}
+
+    def add_step(self, level: int, planned: dict[str, int]) -> None:
+        totals = self.totals.setdefault(level, {"steps": 0})
+        totals["steps"] += 1
+        for key, value in planned.items():
+            totals[key] = totals.get(key, 0) + value if key != WAITING else value
+
+    def levels(self, input_lens: list[int], truncation_of, admit_of, admitted_of) -> list[dict]:
+        """A row per level: steps, the admission share and count, and the global counts."""
+        rows = []
+        for k, input_len in enumerate(input_lens):
+            t = self.totals.get(k, {})
+            rows.append({"level": k, "input_len": input_len, "truncation": truncation_of(k),
+                         "steps": t.get("steps", 0), "admit": admit_of(k),
+                         "admitted": admitted_of(k),
+                         **{f"global_{key}": t.get(key, 0) for key in SUMMED}})
+        return rows
+
+    @staticmethod
+    def text(levels: list[dict]) -> str:
+        """The end-of-run console table."""
+        keys = ("steps", *(f"global_{k}" for k in SUMMED))
+        lines = ["curriculum summary (global_*: planned for all ranks together)",
+                 "  level input_len truncation " + " ".join(keys)]
+        for row in levels:
+            lines.append(f"  {row['level']} {row['input_len']} {row['truncation']} "
+                         + " ".join(str(row[key]) for key in keys))
+        return "\n".join(lines)
+
+    @staticmethod
+    def metrics(records: list[dict]) -> dict[str, Any]:
+        """Values for the trainer's own log line (and so W&B/TensorBoard): this rank's measured
+        batches over `records` (the steps since the last line), the planned global counts
+        summed over them."""
+        if not records:
+            return {}
+        last = records[-1]
+        out = {
+            "curriculum/level": last["level"],
+            "curriculum/input_len": last["input_len"],
+            "curriculum/max_example_len": max(r["max_example_len"] for r in records),
+            "curriculum/tokens_per_step": sum(r["tokens"] for r in records) / len(records),
+        }
+        if "rope_theta" in last:
+            out["curriculum/rope_theta"] = last["rope_theta"]
+        for key in STEP_COUNTS:
+            if f"global_{key}" in last:
+                out[f"curriculum/global_{key}"] = sum(r.get(f"global_{key}", 0) for r in records)
+        return out
+
+    def state_dict(self) -> dict:
+        return {str(k): v for k, v in self.totals.items()}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.totals = {int(k): v for k, v in state.items()}
