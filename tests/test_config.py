@@ -60,6 +60,13 @@ BAD = [
     ({"levels": [{"input_len": 16}], "boundaries": "."}, "curriculum.boundaries: got '.'"),
     ({"levels": [{"input_len": 16}], "boundaries": []}, "curriculum.boundaries: got []"),
     ({"levels": [{"input_len": 16}], "truncaton": "head"}, "did you mean 'truncation'?"),
+    ({**GOOD, "short_share": 1}, "curriculum.short_share: got 1; use a share below 1"),
+    ({**GOOD, "short_share": -0.1}, "curriculum.short_share: got -0.1; use a number >= 0.0"),
+    ({"levels": "auto", "short_share": 0.25}, "curriculum.short_share: levels: auto chooses"),
+    ({"levels": [{"input_len": 32, "max_steps": 10, "short_share": 0.2}, {"input_len": 64}]},
+     "curriculum.levels[0].short_share: the first level is the short data"),
+    ({"levels": [{"input_len": 32, "max_steps": 10}, {"input_len": 64, "short_share": "a"}]},
+     "curriculum.levels[1].short_share: got 'a'"),
 ]
 
 
@@ -152,3 +159,12 @@ def test_axolotl_validation_rejects_what_the_engine_cannot_do(tiny_model, overri
     cfg = DictDefault(base_config(tiny_model, "data.jsonl", "out", **{**overrides, **fixed}))
     prepare_plugins(cfg)
     validate_config(cfg, capabilities=capabilities, env_capabilities=env)
+
+
+def test_short_share_is_the_levels_own_else_the_blocks_and_never_the_first_levels():
+    block = {"short_share": 0.25, "levels": [{"input_len": 32, "max_steps": 10},
+                                             {"input_len": 64, "max_steps": 5, "short_share": 0.5},
+                                             {"input_len": 128, "short_share": 0}]}
+    cur = Curriculum.model_validate(block)
+    assert [cur.short_share_of(k) for k in range(3)] == [0.0, 0.5, 0.0]
+    assert Curriculum.model_validate({**GOOD, "short_share": 0.25}).short_share_of(2) == 0.25

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pytest
 
-from e2e_checks import fed_by_forward, forwards
+from e2e_checks import assert_plan_matches_fed, fed_by_forward, forwards
 
 pytestmark = pytest.mark.e2e
 
@@ -40,3 +40,23 @@ def test_levels_up_to_8192_split_long_documents_and_raise_the_rope_base(axolotl_
     assert fed[1]["longest"] == 1024 and fed[3]["longest"] == 4096
     assert all(r["global_chunks"] > 0 for r in lines[:4])
     assert max(len(ids) for f in forwards(run.out) for ids in f["input_ids"]) == 8192
+
+
+def test_a_longer_level_keeps_short_data_at_its_share(axolotl_train):
+    """`short_share`: a share of each step's rows (packed) holds the first level's cuts. Read
+    from the forward: examples no longer than the first level's input_len (every row of the
+    corpus is longer) make up that share of the level's tokens; no row twice in a step; the
+    log's counts and the plan are what the forward received."""
+    run = axolotl_train(probe=True, micro_batch_size=2, gradient_accumulation_steps=2,
+                        max_steps=8, logging_steps=1,
+                        curriculum={"levels": [{"input_len": 32, "max_steps": 3},
+                                               {"input_len": 128, "short_share": 0.25}]})
+    lines = run.rank(0)
+    fed = fed_by_forward(run.out)[0]
+    assert_plan_matches_fed(run.out)
+    for step in range(4, 9):
+        lengths = [n for _, n, _ in fed[step]["fed"]]
+        short = sum(n for n in lengths if n <= 32)
+        assert 0.15 <= short / sum(lengths) <= 0.35, (step, lengths)  # 1 packed row of 4
+        assert lines[step - 1]["global_short_tokens"] == short
+    assert all(lines[s]["global_short_tokens"] == 0 for s in range(3))

@@ -20,8 +20,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from axolotl_curriculum.core.plan import BatchPlan
-from axolotl_curriculum.integrations.plugin import axolotl_pack
 from axolotl_curriculum.data.rows import difficulty_scores, row_stats
+from axolotl_curriculum.integrations.plugin import axolotl_pack
 from axolotl_curriculum.run.run import CurriculumRun
 
 VOCAB = 40
@@ -90,9 +90,10 @@ def test_row_statistics_equal_a_row_by_row_reference(data):
 # -- a training configuration -----------------------------------------------------------------
 
 @st.composite
-def configs(draw):
+def configs(draw, short: bool = False):
+    """A random block and run; `short`: later levels keep short data (`short_share`)."""
     dataset, seed = draw(datasets_())
-    n_levels = draw(st.integers(1, 4))
+    n_levels = draw(st.integers(2 if short else 1, 4))
     lens = sorted(draw(st.lists(st.integers(2, CAPACITY), min_size=n_levels, max_size=n_levels,
                                 unique=True)))
     modes = ["head", "segment", "filter"]
@@ -104,7 +105,14 @@ def configs(draw):
                                       max_size=n_levels - 1)))
         for level, share in zip(levels, shares):
             level["admit"] = round(share, 3)
+    block_share = 0.0
+    if short:  # every later level keeps short data, some at a share of their own
+        block_share = draw(st.sampled_from([0.1, 0.25, 0.5]))
+        for level in levels[1:]:
+            if draw(st.booleans()):
+                level["short_share"] = draw(st.sampled_from([0.0, 0.2, 0.4, 0.9]))
     block = {"levels": levels, "prompt_cut": draw(st.sampled_from(["left", "none"])),
+             "short_share": block_share,
              "keep_prompt_head": draw(st.integers(0, 3)),
              "budget": draw(st.sampled_from(["tokens", "examples"]))}
     if any("admit" in level for level in levels):
@@ -134,10 +142,13 @@ class Recorder:
         self.yielded = None
         order = plan.order
 
-        def recorded(epoch, cuts=None):
-            for row in order(epoch, cuts):
+        self.short_draws: dict[int, list[int]] = {}
+
+        def recorded(epoch, cuts=None, short=False):
+            draws = self.short_draws if short else self.draws
+            for row in order(epoch, cuts, short):
                 if self.yielded is not None:
-                    self.draws.setdefault(row, []).append(len(self.yielded) // per_step)
+                    draws.setdefault(row, []).append(len(self.yielded) // per_step)
                 yield row
 
         plan.order = recorded
@@ -176,6 +187,11 @@ def apply_switches(run, switches):
             run.timeline.switch(start, level, cap)
 
 
+def cut_specs(cuts) -> set:
+    """Every example a level's cuts can feed, as the sampler yields it."""
+    return {cuts.spec(u) for u in np.flatnonzero(cuts.fed)}
+
+
 def fed_length(spec):
     _, head, start, end = spec
     return head + end - start
@@ -190,6 +206,18 @@ def has_scored_label(labels, spec):
 @SETTINGS
 @given(configs())
 def test_every_configuration_keeps_the_invariants(cfg):
+    check_invariants(cfg)
+
+
+@SETTINGS
+@given(configs(short=True))
+def test_levels_that_keep_short_data_keep_the_invariants(cfg):
+    """A row is fed once per step, long or short; every short example is the first level's
+    cut of its row; the counts and the pre-flighted shapes include the short examples."""
+    check_invariants(cfg)
+
+
+def check_invariants(cfg):
     run = build(cfg)
     if run is None:
         return
@@ -199,12 +227,12 @@ def test_every_configuration_keeps_the_invariants(cfg):
     recorder = Recorder(run.plan, per_step)
     dataset, rows = cfg["dataset"], run.rows
     labels = dataset["labels"]
-    largest = run.plan.largest_batches([run.cuts(k) for k in run.levels_in_use()])
+    largest = run.plan.largest_batches([run.cuts.fed(k) for k in run.levels_in_use()])
     feeds: dict[int, list[int]] = {}
     for epoch in range(cfg["epochs"]):
         step_now[0] = epoch * sampler.steps_per_epoch
         global_batches = recorder.yielded = []
-        recorder.draws = {}
+        recorder.draws, recorder.short_draws = {}, {}
         for batch in sampler:
             global_batches.append(batch)
         recorder.yielded = None
@@ -225,10 +253,15 @@ def test_every_configuration_keeps_the_invariants(cfg):
             assert all(batches), "every micro-batch holds an example"
             rows_in_step = [s[0] for s in specs]
             assert len(rows_in_step) == len(set(rows_in_step)), "an example fed twice in a step"
+            own, first = cut_specs(run.cuts(level)), cut_specs(run.cuts(0))
+            mixed = run.curriculum.short_share_of(level) > 0
             for spec in specs:
                 assert 2 <= fed_length(spec) <= input_len
                 assert has_scored_label(labels[spec[0]], spec)
-                if mode == "filter" and not (level == run.timeline.last_level and cfg["truncate"]):
+                # the level's own cut, or (keeping short data) the first level's
+                assert spec in own or (mixed and spec in first), (spec, level)
+                if (mode == "filter" and spec not in first
+                        and not (level == run.timeline.last_level and cfg["truncate"])):
                     assert spec[1:] == (0, 0, rows.lengths[spec[0]]), "filter feeds whole rows"
                 if run.scores is not None:  # only what the level admits, easiest first
                     share = run.curriculum.admit_of(level)
@@ -247,6 +280,9 @@ def test_every_configuration_keeps_the_invariants(cfg):
             assert stats["tokens"] == sum(lengths)
             assert stats["tokens_cut"] == sum(int(rows.lengths[s[0]]) - n for s, n in zip(specs, lengths))
             assert stats["prompt_cut"] == sum(1 for s in specs if s[1] or s[2])
+            not_own = [s for s in specs if s not in own]  # short for sure (the rest may be too)
+            assert len(not_own) <= stats["short_examples"] <= (len(specs) - 1 if mixed else 0)
+            assert stats["short_tokens"] >= sum(fed_length(s) for s in not_own)
             for row in rows_in_step:
                 feeds.setdefault(row, []).append(k)
         last = sampler.steps_per_epoch - 1
@@ -256,9 +292,11 @@ def test_every_configuration_keeps_the_invariants(cfg):
         # Packing leftovers go first once left out twice; after a level change makes rows
         # longer, the held ones can take a few steps to drain.
         always = np.logical_and.reduce([run.cuts(k).fed for k in run.levels_in_use()])
+        for row in feeds:
+            drawn = recorder.draws.get(row, []) + recorder.short_draws.get(row, [])
+            assert len(feeds[row]) <= len(drawn), f"row {row} fed more often than drawn"
         for row, drawn in recorder.draws.items():
             steps = feeds.get(row, [])
-            assert len(steps) <= len(drawn), f"row {row} fed more often than drawn"
             if always[row]:  # each draw is served by a feed within 6 steps (or the epoch ends)
                 assert all(any(d <= f <= d + MAX_DELAY for f in steps) or d > last - MAX_DELAY
                            for d in drawn), (row, drawn, steps)

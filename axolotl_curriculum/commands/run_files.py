@@ -19,9 +19,10 @@ from ..core.names import LOG_FILE, PLAN_FILE, STEP_COUNTS, SUMMARY_FILE, WAITING
 STATS = ("grad_cv", "spikes", "loss_slope")  # sense_grad's statistics, each with a `max_<stat>`
 SENSE_DEFAULTS = {f"max_{stat}": SenseGrad.model_fields[f"max_{stat}"].default for stat in STATS}
 # The step counts the report sums per level, checks against the summary and shows (rank 0's
-# `global_<key>`): all but positions and chunks, which its tables leave out. waiting is a gauge
+# `global_<key>`): all but positions, chunks and short_*, which its tables leave out. waiting is a gauge
 # beside them: its value at the level's last step.
-REPORTED_COUNTS = tuple(key for key in STEP_COUNTS if key not in ("positions", "chunks"))
+REPORTED_COUNTS = tuple(key for key in STEP_COUNTS
+                        if key not in ("positions", "chunks", "short_examples", "short_tokens"))
 
 
 @dataclass

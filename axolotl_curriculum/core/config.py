@@ -48,6 +48,7 @@ class Curriculum(BaseModel):
     budget: str | None = None        # tokens | examples; default: tokens if packed, else examples
     preflight: bool | None = None    # full-length forward+backward before training; default: on GPU
     ramp: dict | None = None         # `levels: {ramp: ...}` as written; `levels` holds its steps
+    short_share: float = 0.0         # every level after the first: share of tokens kept short
 
     @model_validator(mode="before")
     @classmethod
@@ -128,6 +129,14 @@ class Curriculum(BaseModel):
                     f"curriculum.levels[{i}].input_len: got {level.input_len}, above "
                     f"sequence_len {sequence_len}; use at most {sequence_len} or raise sequence_len"
                 )
+
+    def short_share_of(self, level: int) -> float:
+        """The share of a step's tokens `level` feeds from the first level's cuts (short data
+        kept while the length grows); the first level is the short data itself."""
+        if level == 0 or self.is_auto:
+            return 0.0
+        own = self.levels[level].short_share
+        return self.short_share if own is None else own
 
     def check_capacity(self, capacity: int) -> None:
         """Packed: every level's examples must fit in one packed row."""

@@ -12,8 +12,10 @@ SCORE_FOLDER = "curriculum_scores"         # cached difficulty scores, next to t
 
 # What the plan counts per optimizer step, for all ranks together (a log line's `global_<key>`
 # fields, the summary's and the projection's per-level sums). tokens: fed, padding excluded;
-# positions: what the model runs on, padding included.
+# positions: what the model runs on, padding included. short_*: of those, the first level's
+# examples a later level keeps (`short_share`).
 STEP_COUNTS = ("examples", "tokens", "positions", "tokens_cut", "cut", "prompt_cut", "chunks",
-               "skipped_no_label", "skipped_too_long", "deferred")
+               "skipped_no_label", "skipped_too_long", "deferred", "short_examples",
+               "short_tokens")
 # A gauge beside the counts: rows waiting for a longer level, at the step's end (not summed).
 WAITING = "waiting"

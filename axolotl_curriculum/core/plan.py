@@ -14,7 +14,9 @@ admitting fewer rows than the window holds), a row drawn again while in the step
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -25,6 +27,24 @@ from .names import STEP_COUNTS
 # pack(lengths, capacity, max_bins, bin_size) -> bins as lists of positions into `lengths`
 Packer = Callable[[np.ndarray, int, int, int], list[list[int]]]
 Spec = tuple[int, int, int, int]  # (row, head, start, end): feed row[:head] + row[start:end]
+SHORT = "short"  # the stream key of the short examples a mixed level keeps
+# the step counts of what was fed (the rest count rows not fed: skipped, deferred)
+FED_COUNTS = ("examples", "tokens", "tokens_cut", "cut", "prompt_cut", "chunks")
+
+
+@dataclass(frozen=True)
+class Mix:
+    """A level that keeps short data (`short_share`): its own cuts, and the first level's cuts
+    from which `share` of each step's tokens (packed: of its rows) are drawn, in an order of
+    their own. A row is fed at most once per step, long or short."""
+
+    main: Cuts
+    short: Cuts
+    share: float
+
+
+def main_cuts(cuts: Cuts | Mix) -> Cuts:
+    return cuts.main if isinstance(cuts, Mix) else cuts
 
 
 class BatchPlan:
@@ -62,29 +82,55 @@ class BatchPlan:
         trainable = rows.trainable
         self._full_mean = float(rows.lengths[trainable].mean()) if trainable.any() else 1.0
 
-    def order(self, epoch: int, cuts: Cuts | None = None) -> Iterator[int]:
+    def order(self, epoch: int, cuts: Cuts | None = None, short: bool = False) -> Iterator[int]:
         """The epoch's example order: pass after pass, each a permutation of the rows (of a
-        split level's units, in an order of their own)."""
+        split level's units, in an order of their own; the short examples of a mixed level in
+        one of their own too)."""
         n = len(self.rows) if cuts is None or cuts.space is None else len(cuts.space)
         key = [] if cuts is None or cuts.space_key is None else [1, cuts.space_key[1]]
+        key = [2, *key] if short else key
         for sweep in range(1 << 62):
             if self.shuffle:
                 yield from np.random.default_rng([self.seed, epoch, sweep, *key]).permutation(n).tolist()
             else:
                 yield from range(n)
 
-    def examples_per_batch(self, cuts: Cuts) -> int:
-        """Unpacked: examples in one micro-batch at this level, under the budget."""
+    def examples_per_batch(self, cuts: Cuts | Mix) -> int:
+        """Unpacked: examples in one micro-batch at this level, under the budget (a mixed
+        level's: at most, its short examples included)."""
+        if isinstance(cuts, Mix):
+            return math.ceil(sum(self.mix_rates(cuts))) + 1  # + 1: rounding to whole examples
+        return max(1, int(self._rate(cuts)))
+
+    def _rate(self, cuts: Cuts, share: float = 1.0) -> float:
+        if not cuts.fed.any():  # (a first level left with no rows feeds no short examples)
+            return 0.0
         if self.budget == "tokens":  # as many tokens per batch as full-length examples bring
-            return max(1, int(self.batch_size * self._full_mean / cuts.lengths[cuts.fed].mean()))
-        return self.batch_size
+            return share * self.batch_size * self._full_mean / float(cuts.lengths[cuts.fed].mean())
+        return share * self.batch_size
+
+    def mix_rates(self, mix: Mix) -> tuple[float, float]:
+        """Unpacked: a mixed level's (level examples, short examples) per micro-batch: the short
+        ones bring `share` of the tokens (budget tokens) or of the examples (budget examples)."""
+        return self._rate(mix.main, 1 - mix.share), self._rate(mix.short, mix.share)
+
+    def mix_counts(self, mix: Mix, count: int) -> tuple[int, int]:
+        """A mixed step's (level, short) examples (unpacked) or packed rows (packed), over its
+        `count` micro-batches: each micro-batch gets one at least, the level one at least."""
+        if self.packed:
+            n_bins = count * self.batch_size
+            n_short = min(int(round(mix.share * n_bins)), n_bins - 1)
+            return n_bins - n_short, n_short
+        main, short = self.mix_rates(mix)
+        n_short = int(round(count * short))
+        return max(1, int(round(count * main)), count - n_short), n_short
 
     def largest_batches(self, levels: list[Cuts]) -> list[tuple[int, int, int]]:
         """(rows, tokens per row, longest example) of the largest micro-batches these levels
         can feed: the shapes a pre-flight must fit. Packed: one shape. Unpacked: every level's
         (examples per batch, longest cut example) that no other level's shape covers."""
-        levels = [c for c in levels if c.fed.any()]
-        longest = [int(c.lengths[c.fed].max()) for c in levels]
+        levels = [c for c in levels if main_cuts(c).fed.any()]
+        longest = [int(main_cuts(c).lengths[main_cuts(c).fed].max()) for c in levels]
         if not levels:  # (a level skipped for want of rows feeds no shape)
             return []
         if self.packed:
@@ -114,35 +160,75 @@ class BatchPlan:
         is planned, not before. Micro-batches hold `Spec`s (packed: a list of bins of them);
         every one of them holds at least one example.
         """
-        streams: dict = {}  # rows, and each split level's units, drawn in orders of their own
+        streams: dict = {}  # rows, each split level's units, short examples: orders of their own
         emitted, step = 0, 0
         while emitted < n_batches:
-            cuts = cuts_for_step(step)
-            if cuts.space_key not in streams:
-                streams[cuts.space_key] = _Stream(self.order(epoch, cuts), cuts.space or self.rows)
-            stream = streams[cuts.space_key]
+            planned = cuts_for_step(step)
+            cuts = main_cuts(planned)
+            stream = self._stream(streams, epoch, cuts)
             count = min(batches_per_step, n_batches - emitted)
             if int(cuts.fed.sum()) < count:
                 raise ValueError(f"a level feeds {int(cuts.fed.sum())} examples, fewer than the "
                                  f"{count} micro-batches of one optimizer step")
             stream.begin_step(cuts)
-            if self.packed:
-                batches = self._packed_step(stream, cuts, count)
+            if isinstance(planned, Mix):
+                batches, stats = self._mixed_step(
+                    stream, self._stream(streams, epoch, planned.short, short=True), planned,
+                    count)
             else:
-                batches = self._plain_step(stream, cuts, count)
-            stats = stream.end_step()
+                batches = (self._packed_step(stream, cuts, count, count * self.batch_size)
+                           if self.packed else self._plain_step(stream, cuts, count))
+                stats = stream.end_step()
             stats["positions"] = sum(self.positions(b) for b in batches)
             yield stats, batches
             emitted += count
             step += 1
 
-    def _plain_step(self, stream: "_Stream", cuts: Cuts, count: int) -> list[list[Spec]]:
-        rows = stream.draw(count * self.examples_per_batch(cuts))
-        stream.account(rows)
-        return [[cuts.spec(r) for r in part] for part in _split(rows, count)]
+    def _stream(self, streams: dict, epoch: int, cuts: Cuts, short: bool = False) -> "_Stream":
+        key = (SHORT, cuts.space_key) if short else cuts.space_key
+        if key not in streams:
+            streams[key] = _Stream(self.order(epoch, cuts, short), cuts.space or self.rows)
+        return streams[key]
 
-    def _packed_step(self, stream: "_Stream", cuts: Cuts, count: int) -> list[list[list[Spec]]]:
-        n_bins = count * self.batch_size
+    def _mixed_step(self, stream: "_Stream", short: "_Stream", mix: Mix,
+                    count: int) -> tuple[list, dict]:
+        """A step of a level that keeps short data: the level's examples first, then the short
+        ones, none a row the level's part holds (those wait for the next step). Each
+        micro-batch takes a part of each; packed, `batch_size` rows in all."""
+        n_main, n_short = self.mix_counts(mix, count)
+        take = self._packed_bins if self.packed else self._plain_rows
+        main = take(stream, mix.main, n_main)
+        stats = stream.end_step()
+        short.begin_step(mix.short, exclude={s[0] for s in _specs(main)})
+        extra = take(short, mix.short, n_short)
+        fed = short.end_step()
+        for key in FED_COUNTS:  # every fed example counts; the outcomes of rows not fed do not
+            stats[key] += fed[key]
+        stats["short_examples"], stats["short_tokens"] = fed["examples"], fed["tokens"]
+        # the larger short parts go with the smaller level parts
+        batches = [a + b for a, b in zip(_split(main, count), reversed(_split(extra, count)))]
+        if not all(batches):  # few rows left to draw: every micro-batch still gets one
+            both = main + extra
+            batches = _split(_fill(both, count) if self.packed else both, count)
+        return batches, stats
+
+    def _plain_rows(self, stream: "_Stream", cuts: Cuts, n: int) -> list[Spec]:
+        rows = stream.draw(n)
+        stream.account(rows)
+        return [cuts.spec(r) for r in rows]
+
+    def _plain_step(self, stream: "_Stream", cuts: Cuts, count: int) -> list[list[Spec]]:
+        return _split(self._plain_rows(stream, cuts, count * self.examples_per_batch(cuts)),
+                      count)
+
+    def _packed_step(self, stream: "_Stream", cuts: Cuts, count: int,
+                     n_bins: int) -> list[list[list[Spec]]]:
+        return _split(_fill(self._packed_bins(stream, cuts, n_bins), count), count)
+
+    def _packed_bins(self, stream: "_Stream", cuts: Cuts, n_bins: int) -> list[list[Spec]]:
+        """Up to `n_bins` packed rows of this level's examples (fewer if few rows are left)."""
+        if n_bins == 0:
+            return []
         # budget examples: pack by full length (the examples a full-length step would hold)
         sizes = (np.minimum(stream.rows.lengths, self.capacity) if self.budget == "examples"
                  else cuts.lengths)
@@ -171,14 +257,25 @@ class BatchPlan:
             if len(bins) >= n_bins or exhausted:
                 break
             target, limit = target + self.capacity, limit + self.bin_size  # rare: draw more
-        bins = bins[:n_bins]
-        while len(bins) < count:  # few rows admitted: every micro-batch still gets one
-            bins.sort(key=len)
-            bins.append([bins[-1].pop()])
+        bins = [b for b in bins[:n_bins] if b]
         placed = {r for b in bins for r in b}
         stream.give_back([r for r in cands if r not in placed])
         stream.account([r for b in bins for r in b])
-        return _split([[cuts.spec(r) for r in b] for b in bins], count)
+        return [[cuts.spec(r) for r in b] for b in bins]
+
+
+def _fill(bins: list[list[Spec]], count: int) -> list[list[Spec]]:
+    """At least `count` bins (few rows admitted: every micro-batch still gets one), by taking
+    examples out of the fullest bins."""
+    while len(bins) < count:
+        bins.sort(key=len)
+        bins.append([bins[-1].pop()])
+    return bins
+
+
+def _specs(batch: list) -> list[Spec]:
+    """The examples of a micro-batch (packed: of its bins)."""
+    return [s for item in batch for s in (item if isinstance(item, list) else [item])]
 
 
 def _split(items: list, count: int) -> list[list]:
@@ -205,12 +302,18 @@ class _Stream:
         self.waiting: dict[int, None] = {}  # insertion-ordered set
         self.in_step: set[int] = set()
         self.left_over: dict[int, int] = {}  # packing: steps a held row was left out of
+        self.exclude: set[int] = set()  # rows another stream feeds in this step
+        self.excluded: set[int] = set()  # units of them drawn in this step (held over)
         self.cuts: Cuts | None = None
         self.stats: dict = {}
 
-    def begin_step(self, cuts: Cuts) -> None:
+    def begin_step(self, cuts: Cuts, exclude: set[int] | None = None) -> None:
+        """`exclude`: rows the step holds already (a mixed step's level part): units of them
+        are held over to the next step."""
         self.stats = dict.fromkeys(STEP_COUNTS, 0)
         self.in_step = set()
+        self.exclude = exclude or set()
+        self.excluded: set[int] = set()
         self.available = int(cuts.fed.sum())
         if cuts is not self.cuts:  # a new level: settle what waited, re-check what was held
             self.cuts = cuts
@@ -229,21 +332,35 @@ class _Stream:
         n=0 takes just the held rows (that fit the step)."""
         out, keep = [], []
         for row in self.held:
-            if (n == 0 or len(out) < n) and row not in self.in_step:
+            if self._excluded(row):
+                keep.append(row)
+            elif (n == 0 or len(out) < n) and row not in self.in_step:
                 self.in_step.add(row)
                 out.append(row)
             else:
                 keep.append(row)
         self.held = keep
-        while len(out) < n and len(self.in_step) < self.available:
+        while len(out) < n and len(self.in_step) + len(self.excluded) < self.available:
             row = next(self.order)
             if row in self.waiting or not self._outcome(row):
                 continue
-            if row in self.in_step:  # the order wrapped within this step: it is fed once
+            if row in self.in_step or row in self.excluded:  # the order wrapped within the step
+                continue
+            if self._excluded(row):  # its row is in the step already: it leads the next one
+                self.held.append(row)
                 continue
             self.in_step.add(row)
             out.append(row)
         return out
+
+    def _excluded(self, unit: int) -> bool:
+        if not self.exclude:
+            return False
+        row = int(self.cuts.row_of[unit]) if self.cuts.row_of is not None else unit
+        if row in self.exclude:
+            self.excluded.add(unit)
+            return True
+        return False
 
     def give_back(self, rows: list[int]) -> None:
         """Rows drawn for this step but not placed: they lead the next step."""

@@ -65,6 +65,23 @@ def check_cut_settings(data: dict) -> None:
     check_int("curriculum.keep_prompt_head", data.get("keep_prompt_head"), 0)
 
 
+def _check_share(where: str, value: Any) -> None:
+    """A share of a step's tokens: 0 keeps none; 1 would leave the level no tokens of its own."""
+    check_float(where, value, 0.0, 1.0)
+    if value == 1:
+        raise CurriculumError(f"{where}: got 1; use a share below 1 (the level needs tokens of "
+                              "its own), e.g. 0.25")
+
+
+def check_short_share(data: dict) -> None:
+    """`short_share` keeps short examples in every later level's steps (docs/long-context.md)."""
+    if data.get("short_share") is not None:
+        _check_share("curriculum.short_share", data["short_share"])
+        if data.get("levels") == "auto" and data["short_share"] > 0:
+            raise CurriculumError("curriculum.short_share: levels: auto chooses its levels from "
+                                  "the data; write the levels out to keep short data in them")
+
+
 def check_boundaries(data: dict) -> None:
     """Segment ends are matched as token texts: a list of them, none empty."""
     marks = data.get("boundaries")
@@ -166,7 +183,7 @@ def _as_mapping(where: str, level: Any) -> dict:
 
 
 BLOCK_RULES = (check_sense_grad, check_difficulty, check_switches, check_cut_settings,
-               check_boundaries, expand_ramp, check_auto, check_levels)
+               check_boundaries, check_short_share, expand_ramp, check_auto, check_levels)
 
 
 # The rules of one level. Growth and admission compare a level with the one before it, and the
@@ -284,5 +301,19 @@ def check_min_steps(at: LevelAt) -> None:
         )
 
 
+def check_level_short_share(at: LevelAt) -> None:
+    """The first level is the short data the later levels keep: it cannot keep a share of
+    itself."""
+    share = at.level.get("short_share")
+    if share is None:
+        return
+    _check_share(f"{at.where}.short_share", share)
+    if not at.before and share > 0:
+        raise CurriculumError(f"{at.where}.short_share: the first level is the short data the "
+                              "later levels keep; remove it here and set it on a later level "
+                              "(or curriculum.short_share for all of them)")
+
+
 LEVEL_RULES = (check_level_keys, check_input_len, check_admit, check_levels_grow,
-               check_level_truncation, check_level_rope, check_level_steps, check_min_steps)
+               check_level_truncation, check_level_rope, check_level_steps, check_min_steps,
+               check_level_short_share)

@@ -66,6 +66,9 @@ class Ledger:
         for key in STEP_COUNTS:
             if f"global_{key}" in last:
                 out[f"curriculum/global_{key}"] = sum(r.get(f"global_{key}", 0) for r in records)
+        if out.get("curriculum/global_short_tokens"):  # the share of tokens kept short
+            out["curriculum/short_share"] = (out["curriculum/global_short_tokens"]
+                                             / max(1, out["curriculum/global_tokens"]))
         return out
 
     def state_dict(self) -> dict:

@@ -13,6 +13,7 @@ from ..core.config import Curriculum
 from ..core.cut import Cuts, Rows, level_cuts
 from ..core.difficulty import admitted
 from ..core.errors import CurriculumError
+from ..core.plan import Mix
 from ..core.schedule import Timeline
 from .scoring import Scores
 
@@ -36,9 +37,16 @@ class LevelCuts:
             self._cuts[level, version] = self._cut(level, version)
         return self._cuts[level, version]
 
-    def at(self, step: int) -> Cuts:
+    def fed(self, level: int, version: int | None = None) -> Cuts | Mix:
+        """What the plan feeds at `level`: its cuts, mixed with the first level's where the
+        level keeps short data (`short_share`)."""
+        share = self.curriculum.short_share_of(level)
+        cuts = self(level, version)
+        return Mix(cuts, self(0, version), share) if share > 0 else cuts
+
+    def at(self, step: int) -> Cuts | Mix:
         """What 0-based `step` feeds: its level, admitted by the scores in effect then."""
-        return self(self.timeline.level_at(step), self.scores.version_at(step))
+        return self.fed(self.timeline.level_at(step), self.scores.version_at(step))
 
     def forget(self) -> None:
         """Drop the kept cuts (the score sets were replaced: a resume)."""

@@ -21,7 +21,7 @@ from ..core.config import Curriculum
 from ..core.cut import Cuts, Rows, level_cuts
 from ..core.flops import activation_bytes, attention_flops, matmul_params, train_flops
 from ..core.names import PLAN_FILE, STEP_COUNTS, WAITING
-from ..core.plan import BatchPlan, Packer
+from ..core.plan import BatchPlan, Mix, Packer, main_cuts
 from .run import CurriculumRun
 from .runlog import dumps
 
@@ -155,15 +155,15 @@ def _full_length(run: CurriculumRun, steps: int, steps_per_epoch: int, sample_st
             "examples_per_step": ref["examples"] / n, "tokens_per_step": ref["tokens"] / n}
 
 
-def _level(run: CurriculumRun, k: int, a: dict, steps: int, cuts: Cuts, full: dict[str, float],
-           model_config: Any) -> dict[str, Any]:
+def _level(run: CurriculumRun, k: int, a: dict, steps: int, cuts: Cuts | Mix,
+           full: dict[str, float], model_config: Any) -> dict[str, Any]:
     """Level `k`'s row: what its cut does to the data, what its `steps` feed (`a`: the sums over
     its simulated steps, scaled to all of them) and what they cost against full length."""
     rows, cur = run.rows, run.curriculum
     level, last = cur.levels[k], len(cur.levels) - 1
     full_tokens = int(rows.lengths.sum())
     scale = steps / a["steps"] if a["steps"] else 0.0
-    out = _outcomes(rows, cuts)
+    out = _outcomes(rows, main_cuts(cuts))
     per = {key: (a[key] / a["steps"] if a["steps"] else 0.0)
            for key in ("examples", "tokens", "positions", "tokens_cut")}
     step_flops = a["flops"] / a["steps"] if a["steps"] else 0.0
@@ -181,6 +181,7 @@ def _level(run: CurriculumRun, k: int, a: dict, steps: int, cuts: Cuts, full: di
         "tokens_per_step": per["tokens"],
         "positions_per_step": per["positions"],
         "tokens_cut_per_step": per["tokens_cut"],
+        "short_share": a["short_tokens"] / a["tokens"] if a["tokens"] else 0.0,
         **{key: int(round(a[key] * scale)) for key in STEP_COUNTS},
         WAITING: a[WAITING],
         "flops_per_step": step_flops,
@@ -229,7 +230,7 @@ def project(run: CurriculumRun, *, total_steps: int, model_config: Any,
     `steps_per_epoch`: optimizer steps per epoch of the loader (default: one epoch).
     Levels are planned at their caps (`max_steps`); with sense_grad a level may end sooner.
     """
-    cuts = [run.cuts(k) for k in range(len(run.curriculum.levels))]
+    cuts = [run.cuts.fed(k) for k in range(len(run.curriculum.levels))]  # short data mixed in
     level_of = [run.timeline.level_at(s) for s in range(total_steps)]
     spe = steps_per_epoch or max(total_steps, 1)
     acc, exact = _simulate(run.plan, level_of, run.batches_per_step, spe, cuts, sample_steps,
@@ -291,6 +292,9 @@ def format_table(projection: dict[str, Any]) -> str:
     padded = any(lv["positions_per_step"] - lv["tokens_per_step"] >= 1 for lv in projection["levels"])
     if padded:
         head = (*head[:13], "positions/step", *head[13:])
+    short = any(lv.get("short_share") for lv in projection["levels"])
+    if short:  # tokens per step from the first level's cuts (short_share)
+        head = (*head[:12], "short", *head[12:])
     split = any(lv.get("rows_split") for lv in projection["levels"])
     if split:  # rows fed as chunks (truncation: split), beside the rows cut
         head = (*head[:6], "split", *head[6:])
@@ -306,7 +310,9 @@ def format_table(projection: dict[str, Any]) -> str:
             *([_share(lv["rows_split"], n)] if split else []),
             _share(lv["rows_prompt_cut"], n), _share(skipped, n), _share(lv["rows_waiting"], n),
             f"{100 * lv['share_tokens_kept']:.0f}%", f"{100 * lv['share_tokens_cut']:.0f}%",
-            f"{lv['examples_per_step']:.1f}", f"{lv['tokens_per_step']:.0f}",
+            f"{lv['examples_per_step']:.1f}",
+            *([f"{100 * lv.get('short_share', 0):.0f}%"] if short else []),
+            f"{lv['tokens_per_step']:.0f}",
             *([f"{lv['positions_per_step']:.0f}"] if padded else []),
             f"{lv['rel_flops_per_token']:.2f}x", f"{lv['rel_flops_per_step']:.2f}x",
             f"{100 * lv['attention_share']:.0f}%", _gb(lv["activation_gb"]),

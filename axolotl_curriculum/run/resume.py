@@ -15,7 +15,7 @@ from ..core.schedule import Segment, Timeline
 
 logger = logging.getLogger(__name__)
 DATA_KEYS = ("levels", "sense_grad", "truncation", "segment_window", "boundaries", "prompt_cut",
-             "keep_prompt_head", "budget", "difficulty")
+             "keep_prompt_head", "budget", "difficulty", "short_share")
 
 
 def _fed(block: dict, key: str):

@@ -139,7 +139,7 @@ class CurriculumRun:
         """Pre-flight the largest micro-batch shapes the levels can feed now that no earlier
         pre-flight covers (at the start, and after a re-score changed what a level admits: an
         unpacked token budget then changes how many examples a micro-batch holds)."""
-        shapes = self.plan.largest_batches([self.cuts(k) for k in self.levels_in_use()])
+        shapes = self.plan.largest_batches([self.cuts.fed(k) for k in self.levels_in_use()])
         new = [s for s in shapes
                if not any(o[0] >= s[0] and o[1] >= s[1] for o in self.preflighted)]
         if new and self.preflight_at is not None:
