@@ -131,7 +131,7 @@ def test_a_re_score_pre_flights_the_shapes_it_opens(tiny_model, tmp_path):
     run.scoring.compute = lambda *args: next(designed)
     loader = run.train_loader(ds, lambda rows: rows, batch_size=2, model=model, max_steps=9)
     checked = []
-    run.preflight_at = checked.extend
+    run.preflights.at = checked.extend
     run.preflight_new_shapes()  # as the trainer adapter does before step 1
     at_start = list(checked)
     fed = train(run, loader, model, 1, steps=9)

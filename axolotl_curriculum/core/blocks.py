@@ -158,4 +158,4 @@ class Level(BaseModel):
     admit: float | None = None     # with difficulty: the easiest share of examples admitted
     rope_theta: float | None = None  # the RoPE base from this level on (rope.py)
     rope_scaling: dict | None = None  # transformers' RoPE scaling from this level on, e.g. yarn
-    short_share: float | None = None  # share of a step's tokens from the first level's cuts
+    short_share: float | None = None  # share of a step fed the first level's cuts (docs/)

@@ -48,7 +48,7 @@ class Curriculum(BaseModel):
     budget: str | None = None        # tokens | examples; default: tokens if packed, else examples
     preflight: bool | None = None    # full-length forward+backward before training; default: on GPU
     ramp: dict | None = None         # `levels: {ramp: ...}` as written; `levels` holds its steps
-    short_share: float = 0.0         # every level after the first: share of tokens kept short
+    short_share: float = 0.0         # every level after the first: share of a step kept short
 
     @model_validator(mode="before")
     @classmethod
@@ -131,7 +131,7 @@ class Curriculum(BaseModel):
                 )
 
     def short_share_of(self, level: int) -> float:
-        """The share of a step's tokens `level` feeds from the first level's cuts (short data
+        """The share of a step `level` feeds from the first level's cuts (short data
         kept while the length grows); the first level is the short data itself."""
         if level == 0 or self.is_auto:
             return 0.0

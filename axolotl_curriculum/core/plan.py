@@ -35,8 +35,8 @@ FED_COUNTS = ("examples", "tokens", "tokens_cut", "cut", "prompt_cut", "chunks")
 @dataclass(frozen=True)
 class Mix:
     """A level that keeps short data (`short_share`): its own cuts, and the first level's cuts
-    from which `share` of each step's tokens (packed: of its rows) are drawn, in an order of
-    their own. A row is fed at most once per step, long or short."""
+    from which `share` of each step's tokens or examples (packed: of its rows) are drawn, in an
+    order of their own. A row is fed at most once per step, long or short."""
 
     main: Cuts
     short: Cuts
@@ -81,6 +81,13 @@ class BatchPlan:
         self.pad_to_multiple_of = pad_to_multiple_of  # the collator's: a micro-batch's width
         trainable = rows.trainable
         self._full_mean = float(rows.lengths[trainable].mean()) if trainable.any() else 1.0
+
+    def pass_batches(self) -> int:
+        """Micro-batches in one pass over the rows at full length (a loader's default epoch)."""
+        if self.packed:
+            return max(1, int(np.minimum(self.rows.lengths, self.capacity).sum())
+                       // (self.batch_size * self.capacity))
+        return max(1, len(self.rows) // self.batch_size)
 
     def order(self, epoch: int, cuts: Cuts | None = None, short: bool = False) -> Iterator[int]:
         """The epoch's example order: pass after pass, each a permutation of the rows (of a

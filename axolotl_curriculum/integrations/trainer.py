@@ -119,7 +119,7 @@ def use_preflight(trainer, run: CurriculumRun) -> None:
     if trainer.is_deepspeed_enabled:
         logger.info("curriculum: pre-flight skipped under DeepSpeed (its engine owns backward)")
         return
-    run.preflight_at = lambda shapes: run_preflight(trainer, run, shapes)
+    run.preflights.at = lambda shapes: run_preflight(trainer, run, shapes)
     run.preflight_new_shapes()
 
 

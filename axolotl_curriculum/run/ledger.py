@@ -6,9 +6,16 @@ measured fields of a log line (`tokens`, `max_example_len`) are this rank's batc
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
+import numpy as np
+
+from ..core.config import Curriculum
+from ..core.cut import Cuts
+from ..core.difficulty import admitted
 from ..core.names import STEP_COUNTS, WAITING
+from ..core.schedule import Timeline
 
 SUMMED = (*STEP_COUNTS, WAITING)  # WAITING is a gauge: its value at the level's last step
 
@@ -25,16 +32,23 @@ class Ledger:
         for key, value in planned.items():
             totals[key] = totals.get(key, 0) + value if key != WAITING else value
 
-    def levels(self, input_lens: list[int], truncation_of, admit_of, admitted_of) -> list[dict]:
-        """A row per level: steps, the admission share and count, and the global counts."""
-        rows = []
-        for k, input_len in enumerate(input_lens):
+    def summary(self, cur: Curriculum, timeline: Timeline, scores: np.ndarray | None,
+                cuts: Callable[[int], Cuts] | None, rope: dict | None) -> dict:
+        """`curriculum_summary.json`: a row per level (steps, the admission share and count,
+        the global counts), the RoPE in effect at the end, and the rows no level fits."""
+        levels = []
+        for k, input_len in enumerate(timeline.input_lens):
             t = self.totals.get(k, {})
-            rows.append({"level": k, "input_len": input_len, "truncation": truncation_of(k),
-                         "steps": t.get("steps", 0), "admit": admit_of(k),
-                         "admitted": admitted_of(k),
-                         **{f"global_{key}": t.get(key, 0) for key in SUMMED}})
-        return rows
+            levels.append({"level": k, "input_len": input_len, "truncation": cur.truncation_of(k),
+                           "steps": t.get("steps", 0), "admit": cur.admit_of(k),
+                           "admitted": (int(admitted(scores, cur.admit_of(k)).sum())
+                                        if scores is not None else None),
+                           **{f"global_{key}": t.get(key, 0) for key in SUMMED}})
+        return {"curriculum": cur.model_dump(mode="json"), "levels": levels,
+                **({"rope": rope} if rope is not None else {}),
+                # rows, not skip events (a row is skipped again in every pass)
+                "never_fits": (int(cuts(timeline.last_level).too_long.sum())
+                               if cuts is not None else 0)}
 
     @staticmethod
     def text(levels: list[dict]) -> str:

@@ -20,6 +20,19 @@ from .scoring import Scores
 logger = logging.getLogger(__name__)
 
 
+def resolve_auto(cur: Curriculum, rows: Rows, sequence_len: int | None,
+                 total_steps: int | None, rank: int) -> Curriculum:
+    """`levels: auto`'s ladder, from the rows that train, `sequence_len` (default: the longest
+    row) and the run's steps (docs/auto.md); rank 0 logs it as a block to paste."""
+    from ..core.auto import as_yaml, resolve
+
+    resolved = resolve(cur, rows.lengths[rows.trainable],
+                       sequence_len or int(rows.lengths.max(initial=2)), total_steps or 1)
+    if rank == 0:
+        logger.info("curriculum: levels: auto chose\n%s", as_yaml(resolved))
+    return resolved
+
+
 class LevelCuts:
     """Per level and score version, what is fed of each row; `at(step)` for a 0-based step."""
 

@@ -54,3 +54,21 @@ def preflight(model: torch.nn.Module, batch: dict, backward: Callable[[torch.Ten
         model.zero_grad(set_to_none=True)
         if torch.cuda.is_available():
             torch.cuda.empty_cache()
+
+
+class Preflights:
+    """The micro-batch shapes (rows, positions per row, longest example) pre-flighted so far;
+    `at(shapes)`, set by an adapter, runs a forward+backward at each new one."""
+
+    def __init__(self):
+        self.done: list[tuple[int, int, int]] = []
+        self.at: Callable[[list], None] | None = None
+
+    def run(self, shapes: list[tuple[int, int, int]]) -> list[tuple[int, int, int]]:
+        """Pre-flight the shapes no earlier one covers (a re-score can widen an unpacked
+        micro-batch under a token budget); returns them."""
+        new = [s for s in shapes if not any(o[0] >= s[0] and o[1] >= s[1] for o in self.done)]
+        if new and self.at is not None:
+            self.at(new)
+            self.done += new
+        return new

@@ -11,6 +11,7 @@ import logging
 import torch
 
 from ..core.config import Curriculum
+from ..core.errors import CurriculumError
 from ..core.rope import apply_rope, merged, model_rope
 from ..core.schedule import Timeline
 
@@ -26,6 +27,16 @@ class RopeSwitch:
         self.curriculum, self.timeline, self.rank = curriculum, timeline, rank
         self.applied: dict | None = None  # what the model runs with (None: never changed)
         self._level: int | None = None
+
+    @classmethod
+    def of(cls, model, curriculum: Curriculum, timeline: Timeline, rank: int) -> "RopeSwitch | None":
+        """The run's switch, where its levels set RoPE keys (None where none does)."""
+        if not curriculum.sets_rope:
+            return None
+        if model is None:
+            raise CurriculumError("curriculum.levels: rope_theta / rope_scaling change the "
+                                  "model's rotary embedding; pass model= to train_loader")
+        return cls(model, curriculum, timeline, rank)
 
     def apply(self, step: int) -> None:
         """Give the model the RoPE of the level 0-based `step` trains at."""

@@ -24,7 +24,6 @@ from torch.utils.data import DataLoader
 
 from ..core.config import Curriculum
 from ..core.cut import Rows
-from ..core.difficulty import admitted
 from ..core.errors import CurriculumError
 from ..core.plan import BatchPlan, Packer
 from ..core.schedule import Timeline
@@ -34,7 +33,8 @@ from . import resume
 from .batch_stats import measure_batch, norm_scalar
 from .decisions import GATE_PREFETCH, Decisions, switch_delay
 from .ledger import Ledger
-from .levels import LevelCuts
+from .levels import LevelCuts, resolve_auto
+from .preflight import Preflights
 from .rope_switch import RopeSwitch
 from .runlog import GRAD_NORM, LOSS, RunLog
 from .scoring import Scores
@@ -80,10 +80,7 @@ class CurriculumRun:
         self.steps_per_epoch: int | None = None  # known once train_loader has the data
         self.total_steps: int | None = None
         self.global_step = 0  # optimizer steps finished (after a resume: the checkpoint's)
-        # (rows, positions per row, longest example) of the micro-batches pre-flighted so far;
-        # `preflight_at(shapes)`, set by an adapter, runs a forward+backward at each new one
-        self.preflighted: list[tuple[int, int, int]] = []
-        self.preflight_at: Callable[[list], None] | None = None
+        self.preflights = Preflights()  # the shapes pre-flighted; `at` set by an adapter
         self._since_log: list[dict] = []
         self._level: int | None = None
 
@@ -120,32 +117,18 @@ class CurriculumRun:
         self.rows, self.plan = rows, plan
         self.scoring.begin(scores, rows)
         if self.curriculum.is_auto:
-            self._resolve_auto(rows, sequence_len, total_steps)
+            self.curriculum = resolve_auto(self.curriculum, rows, sequence_len, total_steps,
+                                           self.rank)
+            self.timeline = self._timeline()
         self.cuts = LevelCuts(self.curriculum, self.timeline, rows, self.scoring,
                               truncate_excess=self.truncate_excess)
         self.cuts.check_all(self.batches_per_step, self.rank)
 
-    def _resolve_auto(self, rows: Rows, sequence_len: int | None, total_steps: int | None) -> None:
-        from ..core.auto import as_yaml, resolve
-
-        self.curriculum = resolve(self.curriculum, rows.lengths[rows.trainable],
-                                  sequence_len or int(rows.lengths.max(initial=2)),
-                                  total_steps or 1)
-        self.timeline = self._timeline()
-        if self.rank == 0:
-            logger.info("curriculum: levels: auto chose\n%s", as_yaml(self.curriculum))
-
     def preflight_new_shapes(self) -> list[tuple[int, int, int]]:
-        """Pre-flight the largest micro-batch shapes the levels can feed now that no earlier
-        pre-flight covers (at the start, and after a re-score changed what a level admits: an
-        unpacked token budget then changes how many examples a micro-batch holds)."""
-        shapes = self.plan.largest_batches([self.cuts.fed(k) for k in self.levels_in_use()])
-        new = [s for s in shapes
-               if not any(o[0] >= s[0] and o[1] >= s[1] for o in self.preflighted)]
-        if new and self.preflight_at is not None:
-            self.preflight_at(new)
-            self.preflighted += new
-        return new
+        """Pre-flight the largest shapes the levels can feed now (at the start, and after a
+        re-score changed what a level admits) that no earlier pre-flight covers."""
+        return self.preflights.run(
+            self.plan.largest_batches([self.cuts.fed(k) for k in self.levels_in_use()]))
 
     def make_sampler(self, n_batches: int, current_step: Callable[[], int] | None = None,
                      workers: int = 0, skip_trained: bool = False) -> LevelBatchSampler:
@@ -197,11 +180,10 @@ class CurriculumRun:
                          capacity=capacity, bin_size=bin_size, pack=pack,
                          budget=self.curriculum.budget_for(pack is not None),
                          pad_to_multiple_of=pad_to_multiple_of)
-        if n_batches is None:  # one pass at full length
-            per_batch = batch_size * (capacity if pack is not None else 1)
-            units = int(np.minimum(rows.lengths, capacity).sum()) if pack is not None else len(rows)
-            n_batches = max(1, units // per_batch)
-        self._count_steps(n_batches, epochs, max_steps)
+        n_batches = n_batches or plan.pass_batches()
+        self.steps_per_epoch = max(1, n_batches // self.batches_per_step)
+        self.total_steps = (max_steps if max_steps > 0
+                            else math.ceil(epochs * self.steps_per_epoch))
         self.use_data(rows, plan, sequence_len=sequence_len, total_steps=self.total_steps,
                       scores=scores)
         self._check_run(model, pack, capacity, max_steps)
@@ -213,11 +195,6 @@ class CurriculumRun:
         loader = make_loader(dataset, sampler, collate_fn, num_workers=num_workers, **loader_args)
         return shard(loader, accelerator) if accelerator is not None else loader
 
-    def _count_steps(self, n_batches: int, epochs: float, max_steps: int) -> None:
-        self.steps_per_epoch = max(1, n_batches // self.batches_per_step)
-        self.total_steps = (max_steps if max_steps > 0
-                            else math.ceil(epochs * self.steps_per_epoch))
-
     def _check_run(self, model, pack: Packer | None, capacity: int | None, max_steps: int) -> None:
         """The checks that need the resolved levels, the run's length and the model."""
         cur = self.curriculum
@@ -225,11 +202,7 @@ class CurriculumRun:
             self.total_steps, length_from="max_steps" if max_steps > 0 else "num_train_epochs")
         if warning and self.rank == 0:
             logger.warning("curriculum: %s", warning)
-        if cur.sets_rope:
-            if model is None:
-                raise CurriculumError("curriculum.levels: rope_theta / rope_scaling change the "
-                                      "model's rotary embedding; pass model= to train_loader")
-            self.rope = RopeSwitch(model, cur, self.timeline, self.rank)
+        self.rope = RopeSwitch.of(model, cur, self.timeline, self.rank)
         if pack is not None:
             cur.check_capacity(capacity)
 
@@ -301,16 +274,8 @@ class CurriculumRun:
     # -- summary and checkpoints -----------------------------------------------------------------
     def summary(self) -> dict:
         """Per level, the steps trained and what the plan fed in them, on all ranks together."""
-        cur, scores = self.curriculum, self.scores
-        levels = self.ledger.levels(
-            self.timeline.input_lens, cur.truncation_of, cur.admit_of,
-            lambda k: int(admitted(scores, cur.admit_of(k)).sum()) if scores is not None else None)
-        applied = self.rope.applied if self.rope is not None else None
-        return {"curriculum": cur.model_dump(mode="json"), "levels": levels,
-                **({"rope": applied} if applied is not None else {}),
-                # rows, not skip events (a row is skipped again in every pass)
-                "never_fits": (int(self.cuts(self.timeline.last_level).too_long.sum())
-                               if self.cuts is not None else 0)}
+        return self.ledger.summary(self.curriculum, self.timeline, self.scores, self.cuts,
+                                   self.rope.applied if self.rope is not None else None)
 
     def summary_text(self) -> str:
         return Ledger.text(self.summary()["levels"])
