@@ -52,6 +52,25 @@ def test_deepspeed_zero_on_two_ranks(axolotl_train, stage):
     assert len(d0) == 15 and d0 == [tuple(r[k] for k in keys) for r in r1 if "decision" in r]
 
 
+def test_rope_levels_under_deepspeed_zero3_on_two_ranks(axolotl_train):
+    """Per-level RoPE with ZeRO-3's partitioned parameters: the rotary frequencies are buffers,
+    not partitioned, so each rank's rotary equals a model built anew with the level's RoPE
+    at every step (the rope probe), and both ranks switch at the same step."""
+    from test_e2e_rope import EXPECTED, LEVELS, check_steps
+
+    run = axolotl_train(
+        launcher_args=two_ranks(), max_steps=12, logging_steps=4,
+        env={"PYTHONPATH": f"{HERE / 'shims'}:{HERE / 'plugins'}", "DS_CPU_SHIM": "1",
+             "ROPE_EXPECTED": json.dumps(EXPECTED), "ROPE_NO_LOGITS": "1"},
+        deepspeed=str(HERE.parent / "example_configs" / "deepspeed" / "zero3.json"),
+        plugins=["axolotl_curriculum.CurriculumPlugin", "rope_probe.RopeProbe"],
+        curriculum={"levels": LEVELS})
+    for rank in (0, 1):
+        check_steps(json.loads((run.out / f"rope_probe.rank{rank}.json").read_text()))
+        assert [r["rope_theta"] for r in run.rank(rank)] == \
+            [10_000.0] * 4 + [40_000.0] * 4 + [160_000.0] * 4
+
+
 @pytest.mark.parametrize("version", [1, 2])
 def test_fsdp_grad_norm_is_global_on_every_rank(tiny_model, tmp_path, version):
     out = tmp_path / "norm.json"

@@ -37,7 +37,8 @@ class _Probe(TrainerCallback):
                   "inv_freq": all(torch.equal(a.inv_freq.cpu(), b.inv_freq) for a, b in zip(rotary, fresh_rotary)),
                   "scaling": [a.attention_scaling == b.attention_scaling
                               for a, b in zip(rotary, fresh_rotary)]}
-        if not hasattr(model, "get_base_model"):  # full weights: the logits too
+        # full weights: the logits too (not under ZeRO-3, whose parameters are partitioned)
+        if not hasattr(model, "get_base_model") and not os.environ.get("ROPE_NO_LOGITS"):
             fresh.load_state_dict(base.state_dict())
             probe = torch.arange(3, 103).unsqueeze(0)
             with torch.no_grad():
