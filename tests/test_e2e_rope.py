@@ -1,5 +1,5 @@
 """Per-level RoPE through the real `axolotl train`: full weights on 1 process (unpacked), LoRA on
-2 gloo ranks (packed). A probe plugin compares, before every step, each rank's rotary
+2 gloo ranks (packed), then Axolotl's own `merge-lora`. A probe plugin compares, before every step, each rank's rotary
 frequencies (and, with full weights, the logits) with a model built anew from a config that
 carries the RoPE this test expects; the saved model reloads with the last level's RoPE."""
 
@@ -7,11 +7,15 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
 
 import pytest
 import torch
+import yaml
+from peft import PeftModel
 from transformers import AutoModelForCausalLM
 
+from axolotl_curriculum.testing import axolotl_env
 from conftest import PLUGINS, two_ranks
 
 pytestmark = [pytest.mark.e2e, pytest.mark.axolotl_api]
@@ -67,3 +71,31 @@ def test_lora_two_ranks_packed_every_rank_switches_at_the_same_step(axolotl_trai
         check_steps(seen(run, rank))
         assert [r["rope_theta"] for r in run.rank(rank)] == ([10_000.0] * 4 + [40_000.0] * 4
                                                              + [160_000.0] * 4)
+    # the adapter's folder carries the base config with the last level's RoPE ...
+    assert json.loads((run.out / "config.json").read_text())["rope_parameters"]["rope_theta"] == 160_000.0
+    # ... so Axolotl's own merge-lora writes a merged model that runs with it: the curriculum
+    # merges with `legacy` (the memory-efficient merge copies the base model's config.json) ...
+    merge = merge_lora(run)
+    assert merge.returncode == 0, merge.stdout[-3000:] + merge.stderr[-3000:]
+    assert "merge_method: legacy" in merge.stdout + merge.stderr
+    merged = AutoModelForCausalLM.from_pretrained(run.out / "merged")
+    assert merged.config.rope_parameters["rope_theta"] == 160_000.0
+    # ... whose logits are the base model's with the adapter and that RoPE, built here by peft
+    base = AutoModelForCausalLM.from_pretrained(
+        yaml.safe_load(run.config.read_text())["base_model"],
+        rope_parameters={"rope_type": "default", "rope_theta": 160_000.0})
+    reference = PeftModel.from_pretrained(base, run.out)
+    ids = torch.arange(5, 69).unsqueeze(0)
+    with torch.no_grad():
+        torch.testing.assert_close(merged(ids).logits, reference(ids).logits, atol=1e-4, rtol=1e-4)
+    # an explicit memory-efficient merge is refused, naming the key and the fix
+    refused = merge_lora(run, "--merge-method=memory_efficient")
+    assert refused.returncode != 0
+    assert "merge_method: memory_efficient" in refused.stderr.strip().splitlines()[-1]
+
+
+def merge_lora(run, *args):
+    env = {**axolotl_env(), "PYTHONPATH": os.pathsep.join(
+        p for p in (str(PLUGINS), os.environ.get("PYTHONPATH")) if p), "ROPE_EXPECTED": json.dumps(EXPECTED)}
+    return subprocess.run(["axolotl", "merge-lora", str(run.config), *args], env=env,
+                          capture_output=True, text=True, timeout=600)

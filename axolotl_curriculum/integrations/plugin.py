@@ -16,6 +16,7 @@ from axolotl.integrations.base import BasePlugin
 from ..core.config import Curriculum
 from ..core.errors import CurriculumError, error_line, print_error
 from ..core.names import SCORE_FOLDER
+from .adapter_rope import choose_merge, give_adapter_rope
 from .settings import check_levels, plain
 from .trainer import attach, default_resume_dir
 
@@ -113,6 +114,12 @@ class CurriculumPlugin(BasePlugin):
         # (Not with DeepSpeed, which accelerate drops when told to use the CPU.)
         if cfg.get("curriculum") and _cpu_multi_rank() and not cfg.get("deepspeed"):
             os.environ.setdefault("ACCELERATE_USE_CPU", "true")
+        if cfg.get("curriculum"):
+            choose_merge(cfg)  # merge-lora keeps the RoPE the adapter was trained with
+
+    def post_model_load(self, cfg, model):
+        if cfg.curriculum and cfg.adapter and cfg.lora_model_dir:
+            give_adapter_rope(cfg, model)
 
     def curriculum(self, cfg) -> Curriculum:
         """The block, parsed once per process: Axolotl validated it with the whole config

@@ -26,6 +26,7 @@ from ..core.plan import Packer
 from ..run.preflight import full_length_batch, preflight
 from ..run.projection import write_run_plan
 from ..run.run import CurriculumRun
+from .adapter_rope import save_config
 
 logger = logging.getLogger(__name__)
 
@@ -148,9 +149,19 @@ class CurriculumCallback(TrainerCallback):
         checkpoint = Path(args.output_dir) / f"checkpoint-{state.global_step}"
         if self.run.rank == 0 and checkpoint.is_dir():
             (checkpoint / STATE_FILE).write_text(json.dumps(saved))
+            self._save_adapter_rope(checkpoint)
 
     def on_train_end(self, args, state, control, **kwargs):
         self.run.finish()
+        if self.run.rank == 0:
+            self._save_adapter_rope(Path(args.output_dir))
+
+    def _save_adapter_rope(self, folder: Path) -> None:
+        """An adapter's folder gets the base config with the levels' RoPE (adapter_rope.py)."""
+        rope = self.run.rope
+        if rope is not None and rope.applied is not None and hasattr(rope.model, "peft_config"):
+            folder.mkdir(parents=True, exist_ok=True)
+            save_config(rope.model, folder)
 
 
 def default_resume_dir(args, state) -> Path:
