@@ -87,3 +87,54 @@ def test_fsdp_grad_norm_is_global_on_every_rank(tiny_model, tmp_path, version):
     # the gradients really were sharded: one rank's shards alone give another norm
     assert r["local_shard_norm"] < 0.9 * r["expected"]
     assert r["stacked"][0] == pytest.approx(r["expected"], rel=1e-5)
+
+
+ROPE_LEVELS = [{"input_len": 16, "max_steps": 3},
+               {"input_len": 32, "max_steps": 3, "rope_theta": 40_000},
+               {"input_len": 64, "rope_theta": 160_000}]
+
+
+def test_rope_fsdp2_levels_on_two_ranks(tiny_model, tmp_path):
+    """Per-level RoPE under FSDP2 (`fully_shard`) in a hand-written loop on 2 gloo ranks
+    (tests/fsdp_rope.py): before every step, on both ranks, the sharded model's rotary and config
+    carry the level's RoPE, and the full weights gathered from the shards, in a model built anew
+    with that RoPE, give the sharded model's logits; with the previous level's RoPE they do not."""
+    torchrun = Path(sys.executable).with_name("torchrun")
+    proc = subprocess.run([str(torchrun), "--standalone", "--nproc_per_node", "2",
+                           str(HERE / "fsdp_rope.py"), str(tiny_model), json.dumps(ROPE_LEVELS),
+                           "9", str(tmp_path)],
+                          env=axolotl_env(), capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    thetas = [10_000.0] * 3 + [40_000.0] * 3 + [160_000.0] * 3  # the model's own, the levels'
+    log = [json.loads(line)
+           for line in (tmp_path / "run" / "curriculum_log.jsonl").read_text().splitlines()]
+    by_rank = []
+    for rank in (0, 1):
+        r = json.loads((tmp_path / f"rope.rank{rank}.json").read_text())
+        # the worker ran this tree's package, on a model FSDP2 really sharded
+        assert Path(r["package"]).resolve().parent == (HERE.parent / "axolotl_curriculum").resolve()
+        assert (r["sharded"], r["world_size"]) == ("FSDPLlamaForCausalLM", 2)
+        steps = r["steps"]
+        assert [s["step"] for s in steps] == list(range(1, 10))
+        assert [s["expected"] for s in steps] == [{"rope_type": "default", "rope_theta": t}
+                                                  for t in thetas]
+        for s, theta in zip(steps, thetas):
+            assert s["rope_parameters"] == s["expected"], s["step"]
+            # the rotary's frequencies: the fresh model's, and the textbook RoPE of the base
+            closed = [theta ** -(i / 16) for i in range(0, 16, 2)]  # head_dim 16
+            assert s["inv_freq"] == pytest.approx(s["fresh_inv_freq"], rel=1e-6), s["step"]
+            assert s["inv_freq"] == pytest.approx(closed, rel=1e-5), s["step"]
+            assert s["logits_diff"] < 1e-5, s
+        # the witness tells the levels apart at each switch
+        assert [s["step"] for s in steps if "previous_diff" in s] == [4, 7]
+        for s in steps:
+            if "previous_diff" in s:
+                assert s["previous_diff"] > 1e-3 and s["previous_diff"] > 100 * s["logits_diff"], s
+        # each level fed its input_len, and the curriculum logged the RoPE it trained with
+        assert all(s["width"] <= (16, 32, 64)[(s["step"] - 1) // 3] for s in steps)
+        assert [x["rope_theta"] for x in sorted(log, key=lambda x: x["step"])
+                if x["rank"] == rank] == thetas
+        by_rank.append(steps)
+    r0, r1 = by_rank
+    assert [s["probe_sum"] for s in r0] == [s["probe_sum"] for s in r1]  # one model, sharded
+    assert [s["loss"] for s in r0] != [s["loss"] for s in r1]  # each rank its own data

@@ -9,7 +9,9 @@ from collections import defaultdict
 from pathlib import Path
 
 import matplotlib.image
+import numpy as np
 import pytest
+from matplotlib.figure import Figure
 
 from axolotl_curriculum.commands import report
 
@@ -256,3 +258,190 @@ def test_a_re_score_is_listed_with_its_step_and_level(tmp_path):
     assert ("- re-scored (rescore) at step 8 for level 1, fed from step 11: 17 examples admitted "
             "instead of others (0.5 s)") in md
     assert md.count("re-scored") == 1
+
+
+# -- probes (curriculum.probes): the values at each level's end, in the text and the figures ----
+PROBED = (4, 8, 10, 12, 16, 20, 22, 24, 28, 30)  # every 4 steps, each level's last step, the end
+LEVEL_ENDS = {0: 10, 1: 22, 2: 30}
+PASSKEY_LENGTHS, DEPTHS = (32, 64, 128), (0.1, 0.5, 0.9)
+BUCKETS = ((0, 16), (16, 32), (32, 64), (64, 128))
+PROBE_FIGURES = ("probes_passkey.png", "probes_position_loss.png")
+
+
+def probe_values(step: int, rng: random.Random) -> dict:
+    """What run/probes.py logs after `step`: the level's buckets, passkey up to the next level."""
+    level = level_at(step)
+    input_len, upto = LEVELS[level][0], LEVELS[min(level + 1, len(LEVELS) - 1)][0]
+    values = {"probe/short": rng.uniform(2, 3)}
+    for lo, hi in BUCKETS:
+        if lo < input_len:
+            values[f"probe/position_loss@{lo}-{hi}"] = rng.uniform(1, 4)
+    for length in (n for n in PASSKEY_LENGTHS if n <= upto):
+        accuracies = [rng.randint(0, 4) / 4 for _ in DEPTHS]
+        values.update({f"probe/passkey@{length}/depth{d:g}": a for d, a in zip(DEPTHS, accuracies)})
+        values[f"probe/passkey@{length}"] = sum(accuracies) / len(accuracies)
+    return values
+
+
+EVAL_DECISIONS = {  # step -> the gate's sense_eval fields (the same on every rank)
+    5: {"decision": "hold", "reason": "short 2.9 > 2.5 x (1 + 0.1)", "short_before": 2.5,
+        "passkey_length": 32},
+    10: {"decision": "advance", "short_before": 2.5, "passkey_length": 32,
+         "reason": "recovered: short 2.6 within 0.1 of 2.5, passkey@32 1 >= 0.75; level 1 from "
+                   "step 11"},
+    20: {"decision": "advance", "short_before": 2.6, "passkey_length": 64,
+         "reason": "recovered: short 2.7 within 0.1 of 2.6, passkey@64 0.917 >= 0.75; level 2 "
+                   "from step 23"},
+    25: {"decision": "last_level", "reason": "the last level runs to the end"},
+}
+
+
+def probe_lines(seed: int, *, decisions: bool = True) -> list[dict]:
+    rng = random.Random(seed)
+    probes = {step: probe_values(step, rng) for step in PROBED}
+    lines = make_lines(range(1, 31), 2, seed=seed)
+    for line in lines:
+        line.update(probes.get(line["step"], {}))
+        if decisions:
+            line.update(EVAL_DECISIONS.get(line["step"], {}))
+    random.Random(seed).shuffle(lines)
+    return lines
+
+
+@pytest.fixture
+def saved_figures(monkeypatch) -> dict:
+    """file name -> the Figure saved to it: the data each figure was drawn from."""
+    saved, savefig = {}, Figure.savefig
+
+    def keep(fig, fname, *args, **kwargs):
+        saved[Path(fname).name] = fig
+        return savefig(fig, fname, *args, **kwargs)
+
+    monkeypatch.setattr(Figure, "savefig", keep)
+    return saved
+
+
+def shows(cell: str, value: float | None) -> bool:
+    """A table cell shows the value (to its 4 significant digits), or `-` for one not logged."""
+    return cell == "-" if value is None else float(cell) == pytest.approx(value, rel=1e-3)
+
+
+def end_line(lines: list[dict], level: int) -> dict:
+    return next(r for r in lines if r["step"] == LEVEL_ENDS[level] and r["rank"] == 0)
+
+
+def test_probes_at_each_level_end(tmp_path, saved_figures):
+    lines = probe_lines(seed=11)
+    write_run(tmp_path, lines)
+    assert report.run(tmp_path) == 0
+    md = check_report(tmp_path, lines, figures=6)  # + sense_grad (the gate) + the two probe plots
+    assert "WARNING" not in md
+    ends = table(md, "## Probes at each level's end")
+    assert [int(r["level"]) for r in ends] == list(LEVEL_ENDS)
+    for level, row in enumerate(ends):
+        want = end_line(lines, level)
+        assert int(row["step"]) == LEVEL_ENDS[level] and int(row["input_len"]) == LEVELS[level][0]
+        assert shows(row["short"], want["probe/short"])
+        for n in PASSKEY_LENGTHS:
+            assert shows(row[f"passkey@{n}"], want.get(f"probe/passkey@{n}")), (level, n)
+    rows = table(md, "### Position loss at each level's end")
+    assert [int(r["level"]) for r in rows] == [0, 1, 2]
+    for row in rows:
+        want = end_line(lines, int(row["level"]))
+        for lo, hi in BUCKETS:
+            assert shows(row[f"{lo}-{hi}"], want.get(f"probe/position_loss@{lo}-{hi}"))
+    advanced = [(int(r["step"]), r["decision"], r["reason"], r["passkey length"])
+                for r in table(md, "### sense_eval decisions")]
+    assert advanced == [(step, d["decision"], d["reason"], str(d["passkey_length"]))
+                        for step, d in EVAL_DECISIONS.items() if d["decision"] == "advance"]
+    gate = md.split("### sense_eval decisions", 1)[1].split("## Figures")[0]
+    assert f"1 `hold` checks; the last, at step 5: {EVAL_DECISIONS[5]['reason']}" in gate
+    check_heat_maps(saved_figures["probes_passkey.png"], lines)
+    check_position_curves(saved_figures["probes_position_loss.png"], lines)
+    short = [r["probe/short"] for r in sorted(lines, key=lambda r: r["step"])
+             if r["rank"] == 0 and "probe/short" in r]
+    [curve] = [c for c in saved_figures["report_loss.png"].axes[0].lines
+               if c.get_label().startswith("probe/short")]
+    assert list(curve.get_ydata()) == pytest.approx(short)
+
+
+def check_heat_maps(fig: Figure, lines: list[dict]) -> None:
+    """One panel per level end, each cell (length across, depth down) the end line's value."""
+    panels = [ax for ax in fig.axes if ax.images]
+    assert [ax.get_title() for ax in panels] == [f"level {k} end (step {s})"
+                                                 for k, s in LEVEL_ENDS.items()]
+    for level, ax in enumerate(panels):
+        want, grid = end_line(lines, level), ax.images[0].get_array()
+        lengths = [int(t.get_text()) for t in ax.get_xticklabels()]
+        depths = [float(t.get_text()) for t in ax.get_yticklabels()]
+        assert (lengths, depths) == (list(PASSKEY_LENGTHS), list(DEPTHS))
+        texts = {(round(t.get_position()[1]), round(t.get_position()[0])): t.get_text()
+                 for t in ax.texts}  # (row, column) -> the value written in the cell
+        for (i, j), value in np.ndenumerate(grid.filled(np.nan)):
+            key = f"probe/passkey@{lengths[j]}/depth{depths[i]:g}"
+            if key in want:
+                assert value == want[key] and float(texts[i, j]) == pytest.approx(value, abs=0.005)
+            else:  # beyond the next level's length: not measured
+                assert np.isnan(value) and texts[i, j] == "-", (level, key)
+
+
+def check_position_curves(fig: Figure, lines: list[dict]) -> None:
+    [ax] = fig.axes
+    labels = [t.get_text() for t in ax.get_xticklabels()]
+    assert labels == [f"{lo}-{hi}" for lo, hi in BUCKETS]
+    assert len(ax.lines) == len(LEVEL_ENDS)
+    for level, curve in enumerate(ax.lines):
+        want = end_line(lines, level)
+        assert curve.get_label().startswith(f"level {level} end (step {LEVEL_ENDS[level]})")
+        at = [labels[int(x)] for x in curve.get_xdata()]  # the buckets the level's rows reach
+        assert at == [f"{lo}-{hi}" for lo, hi in BUCKETS if f"probe/position_loss@{lo}-{hi}" in want]
+        assert list(curve.get_ydata()) == [want[f"probe/position_loss@{bucket}"] for bucket in at]
+
+
+def test_an_earlier_probe_in_the_level_is_not_its_end(tmp_path, saved_figures):
+    """Level 0 probed all-right at step 8 and all-wrong at its last step (10): the end is 10."""
+    lines = probe_lines(seed=12, decisions=False)
+    for r in (r for r in lines if r["step"] in (8, 10)):
+        for key in [k for k in r if k.startswith("probe/passkey@")]:
+            r[key] = 1.0 if r["step"] == 8 else 0.0
+        r["probe/short"] = 9.0 if r["step"] == 8 else 2.0
+    write_run(tmp_path, lines)
+    assert report.run(tmp_path) == 0
+    md = check_report(tmp_path, lines, figures=5)
+    row = table(md, "## Probes at each level's end")[0]
+    shown = (row["step"], row["short"], row["passkey@32"], row["passkey@64"])
+    assert shown == ("10", "2", "0", "0")
+    panel = next(ax for ax in saved_figures["probes_passkey.png"].axes if ax.images)
+    assert panel.get_title() == "level 0 end (step 10)"
+    grid = panel.images[0].get_array()
+    assert grid[:, :2].tolist() == [[0.0, 0.0]] * len(DEPTHS)  # 32 and 64, every depth
+    assert "sense_eval decisions" not in md
+
+
+def test_without_probes_the_report_is_unchanged(tmp_path):
+    """The same run with its probe keys taken out: no probe section or plots, the rest the same."""
+    lines = probe_lines(seed=13, decisions=False)
+    plain = [{k: v for k, v in r.items() if not k.startswith("probe/")} for r in lines]
+    write_run(tmp_path / "probed", lines)
+    write_run(tmp_path / "plain", plain)
+    assert report.run(tmp_path / "probed") == 0 and report.run(tmp_path / "plain") == 0
+    md = check_report(tmp_path / "plain", plain, figures=3).replace(str(tmp_path / "plain"), "RUN")
+    assert "probe" not in md.lower()
+    assert not any((tmp_path / "plain" / name).exists() for name in PROBE_FIGURES)
+    probed = (tmp_path / "probed" / "report.md").read_text()
+    assert all((tmp_path / "probed" / name).stat().st_size > 5000 for name in PROBE_FIGURES)
+    cut = re.sub(r"\n## Probes at each level's end\n.*?(?=\n## Figures)", "", probed, flags=re.S)
+    cut = re.sub(r"### (Passkey accuracy|Loss by position)[^\n]*\n\n!\[[^]]*\]\([^)]*\)\n\n?", "",
+                 cut)
+    assert cut.replace(str(tmp_path / "probed"), "RUN").rstrip() == md.rstrip()
+
+
+def test_ranks_disagreeing_on_the_probes_is_loud(tmp_path):
+    lines = probe_lines(seed=14, decisions=False)
+    for r in lines:
+        if r["rank"] == 1 and r["step"] == 16:
+            r["probe/short"] += 0.5
+    write_run(tmp_path, lines)
+    assert report.run(tmp_path) == 0
+    md = (tmp_path / "report.md").read_text()
+    assert "**WARNING: ranks disagree on the probes at steps 16**" in md

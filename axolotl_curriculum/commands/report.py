@@ -68,12 +68,58 @@ def decision_lines(run: Run) -> list[str]:
     out += _table(["step", "level", "decision", "grad_cv", "spikes", "loss_slope", "reason"],
                   [[d["step"], d["level"], d["decision"], d.get("grad_cv"), d.get("spikes"),
                     d.get("loss_slope"), d.get("reason")] for d in listed])
-    for action in ("hold", "pending"):
+    return out + _counted(decisions, ("hold", "pending"))
+
+
+def _counted(decisions: list[dict], actions) -> list[str]:
+    """A line per action: how many checks took it, and the last one's reason."""
+    out = []
+    for action in actions:
         some = [d for d in decisions if d["decision"] == action]
         if some:
             out.append(f"\n{len(some)} `{action}` checks; the last, at step {some[-1]['step']}: "
                        f"{some[-1].get('reason')}")
     return out
+
+
+def probe_lines(run: Run) -> list[str]:
+    ends, lens = run.level_ends(), run.level_input_lens()
+    if not ends:
+        return []
+    lengths = sorted({n for p in ends.values() for n in p.passkey})
+    out = ["", "## Probes at each level's end", "",
+           "The held-out probes (`curriculum.probes`) at each level's last probed step, rank 0's "
+           "line: the model as the level left it. `short`: loss on held-out rows cut to the first "
+           "level's length (retention); `passkey@L`: exact-match accuracy at prompt length L, the "
+           "mean over depths (a level probes up to the next level's length; `-`: not measured).",
+           ""]
+    out += _table(["level", "input_len", "step", "short", *(f"passkey@{n}" for n in lengths)],
+                  [[k, lens.get(k), p.step, p.short, *(p.passkey.get(n) for n in lengths)]
+                   for k, p in ends.items()])
+    buckets = sorted({b for p in ends.values() for b in p.position_loss})
+    if buckets:
+        out += ["", "### Position loss at each level's end", "",
+                "Loss on held-out long rows (cut to the level's input_len) at positions "
+                "[lo, hi).", ""]
+        out += _table(["level", "step", *(f"{lo}-{hi}" for lo, hi in buckets)],
+                      [[k, p.step, *(p.position_loss.get(b) for b in buckets)]
+                       for k, p in ends.items()])
+    return out + eval_decision_lines(run)
+
+
+def eval_decision_lines(run: Run) -> list[str]:
+    decisions = run.eval_decisions()
+    if not decisions:
+        return []
+    listed = [d for d in decisions if d["decision"] in ("advance", "backoff")]
+    out = ["", "### sense_eval decisions", "",
+           "The gate's checks that took sense_eval's verdict: the short probe against its value "
+           "before the level began, the passkey at the level's length.", ""]
+    out += (_table(["step", "level", "decision", "short before", "passkey length", "reason"],
+                   [[d["step"], d["level"], d["decision"], d.get("short_before"),
+                     d.get("passkey_length"), d.get("reason")] for d in listed])
+            if listed else ["No check advanced a level."])
+    return out + _counted(decisions, ("hold", "pending", "last_level"))
 
 
 def render(run: Run, figures: list[tuple[str, str]]) -> str:
@@ -98,7 +144,7 @@ def render(run: Run, figures: list[tuple[str, str]]) -> str:
             f"({r['rescore_seconds']} s); the plan projects the scores taken before step 1"
             for r in (s.head for s in run.steps) if "rescore_level" in r]
     out += [f"- note: {n}" for n in run.notes]
-    out += [""] + level_tables(run) + [""] + decision_lines(run)
+    out += [""] + level_tables(run) + [""] + decision_lines(run) + probe_lines(run)
     out += ["", "## Figures", ""]
     out += [f"### {title}\n\n![{title}]({name})\n" for title, name in figures]
     return "\n".join(out).rstrip() + "\n"

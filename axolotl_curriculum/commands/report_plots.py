@@ -9,12 +9,16 @@ import bisect
 import math
 from pathlib import Path
 
+import numpy as np
 from matplotlib import colormaps
 from matplotlib.figure import Figure
 
-from .run_files import STATS, Run, segments
+from .run_files import STATS, Probed, Run, segments
 
 DPI = 110
+PASSKEY_FIGURE = "probes_passkey.png"          # passkey accuracy, length x depth, per level end
+POSITION_FIGURE = "probes_position_loss.png"   # loss per position bucket, per level end
+PANELS_PER_ROW = 4
 
 
 def _number(value) -> float:
@@ -38,7 +42,8 @@ def _by_step(ax, run: Run, named: bool = True) -> None:
 
 
 def _save(fig: Figure, out: Path, name: str) -> str:
-    fig.tight_layout()
+    if fig.get_layout_engine() is None:
+        fig.tight_layout()
     fig.savefig(out / name, dpi=DPI)
     return name
 
@@ -61,9 +66,17 @@ def loss_figure(run: Run, out: Path) -> str:
         ax.grid(alpha=0.3)
     top.plot(ends, [_number(s.loss) for s in run.steps], lw=1, color="C0",
              label="train loss (log, mean over ranks)")
-    if run.eval_loss:  # an eval step maps to the tokens fed up to it
-        at = [ends[max(bisect.bisect_right(steps, step) - 1, 0)] for step, _ in run.eval_loss]
-        top.plot(at, [loss for _, loss in run.eval_loss], "o", color="C3", label="eval loss")
+
+    def at(points):  # a step maps to the tokens fed up to it
+        return [ends[max(bisect.bisect_right(steps, step) - 1, 0)] for step, _ in points]
+
+    if run.eval_loss:
+        top.plot(at(run.eval_loss), [loss for _, loss in run.eval_loss], "o", color="C3",
+                 label="eval loss")
+    short = [(p.step, p.short) for p in run.probes() if p.short is not None]
+    if short:
+        top.plot(at(short), [loss for _, loss in short], "s-", ms=3, lw=1, color="C4",
+                 label="probe/short (held-out short rows)")
     top.set_ylabel("loss")
     top.legend(fontsize=8, loc="upper right")
     bottom.plot(ends, [_number(s.grad_norm) for s in run.steps], lw=1, color="C1",
@@ -133,6 +146,68 @@ def sense_grad_figure(run: Run, out: Path) -> str:
     return _save(fig, out, "report_sense_grad.png")
 
 
+def _tokens(n: int) -> str:
+    return f"{n // 1024}k" if n >= 1024 and n % 1024 == 0 else str(n)
+
+
+def _end_title(p: Probed) -> str:
+    return f"level {p.level} end (step {p.step})"
+
+
+def _heat_map(ax, p: Probed, lengths: list[int], depths: list[float]):
+    """One level end's passkey accuracy: prompt length across, depth down, each cell written."""
+    grid = np.array([[_number(p.depths.get((n, d))) for n in lengths] for d in depths])
+    image = ax.imshow(grid, cmap=colormaps["viridis"].with_extremes(bad="0.9"), vmin=0, vmax=1,
+                      aspect="auto")
+    for (i, j), value in np.ndenumerate(grid):
+        ax.text(j, i, "-" if math.isnan(value) else f"{value:.2f}", ha="center", va="center",
+                fontsize=8, color="black" if math.isnan(value) or value >= 0.5 else "white")
+    ax.set_xticks(range(len(lengths)), [_tokens(n) for n in lengths])
+    ax.set_yticks(range(len(depths)), [f"{d:g}" for d in depths])
+    ax.set_xlabel("prompt length (tokens)")
+    ax.set_ylabel("key depth")
+    ax.set_title(_end_title(p), fontsize=9)
+    return image
+
+
+def passkey_figure(run: Run, out: Path) -> str:
+    ends = [p for p in run.level_ends().values() if p.depths]
+    lengths = sorted({n for p in ends for n, _ in p.depths})
+    depths = sorted({d for p in ends for _, d in p.depths})
+    cols = min(len(ends), PANELS_PER_ROW)
+    rows = -(-len(ends) // cols)
+    fig = Figure(figsize=(1.5 + cols * (1.2 + 0.6 * len(lengths)),
+                          0.8 + rows * (1.2 + 0.4 * len(depths))), layout="constrained")
+    axes = fig.subplots(rows, cols, squeeze=False)
+    for ax, p in zip(axes.flat, ends):
+        image = _heat_map(ax, p, lengths, depths)
+    for ax in axes.flat[len(ends):]:
+        ax.set_axis_off()
+    fig.colorbar(image, ax=axes, label="passkey exact match", shrink=0.9)
+    fig.suptitle("Passkey accuracy at each level's end (-: not measured)")
+    return _save(fig, out, PASSKEY_FIGURE)
+
+
+def position_figure(run: Run, out: Path) -> str:
+    ends = [p for p in run.level_ends().values() if p.position_loss]
+    buckets = sorted({b for p in ends for b in p.position_loss})
+    lens, colors = run.level_input_lens(), colormaps["tab10"]
+    fig = Figure(figsize=(9, 4.5))
+    ax = fig.subplots()
+    for p in ends:
+        have = [i for i, b in enumerate(buckets) if b in p.position_loss]
+        ax.plot(have, [p.position_loss[buckets[i]] for i in have], "o-", lw=1.5, ms=4,
+                color=colors(p.level % 10),
+                label=f"{_end_title(p)}, input_len {lens.get(p.level)}")
+    ax.set_xticks(range(len(buckets)), [f"{_tokens(lo)}-{_tokens(hi)}" for lo, hi in buckets])
+    ax.set_xlabel("positions [lo, hi) of held-out long rows (buckets double in width)")
+    ax.set_ylabel("loss")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8, loc="upper right")
+    ax.set_title("Loss by position at each level's end")
+    return _save(fig, out, POSITION_FIGURE)
+
+
 def draw(run: Run, out: Path) -> list[tuple[str, str]]:
     """Draw every figure the run has data for into `out`; (title, file name) each."""
     figures = [("Loss and gradient norm against tokens", loss_figure(run, out)),
@@ -140,4 +215,9 @@ def draw(run: Run, out: Path) -> list[tuple[str, str]]:
                ("Tokens per step", tokens_figure(run, out))]
     if run.decisions():
         figures.append(("sense_grad statistics and decisions", sense_grad_figure(run, out)))
+    ends = run.level_ends().values()
+    if any(p.depths for p in ends):
+        figures.append(("Passkey accuracy at each level's end", passkey_figure(run, out)))
+    if any(p.position_loss for p in ends):
+        figures.append(("Loss by position at each level's end", position_figure(run, out)))
     return figures

@@ -3,18 +3,21 @@
 The data model `report` aggregates (report.py) and draws (report_plots.py) from. Inputs, all in
 the run's output dir: `curriculum_log.jsonl` (one line per optimizer step and rank, any order; a
 cut last line is skipped), `curriculum_summary.json` and `curriculum_plan.json` where present,
-and HF's `trainer_state.json` (there or in the newest `checkpoint-*/`) for eval loss.
+and HF's `trainer_state.json` (there or in the newest `checkpoint-*/`) for eval loss. Probes
+(`probe/*` keys, run/probes.py) are read from the lines of the steps they ran after.
 """
 
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..core.config import SenseGrad
 from ..core.errors import CurriculumError
 from ..core.names import LOG_FILE, PLAN_FILE, STEP_COUNTS, SUMMARY_FILE, WAITING
+from ..core.sense_eval import SHORT
 
 STATS = ("grad_cv", "spikes", "loss_slope")  # sense_grad's statistics, each with a `max_<stat>`
 SENSE_DEFAULTS = {f"max_{stat}": SenseGrad.model_fields[f"max_{stat}"].default for stat in STATS}
@@ -23,6 +26,10 @@ SENSE_DEFAULTS = {f"max_{stat}": SenseGrad.model_fields[f"max_{stat}"].default f
 # beside them: its value at the level's last step.
 REPORTED_COUNTS = tuple(key for key in STEP_COUNTS
                         if key not in ("positions", "chunks", "short_examples", "short_tokens"))
+PROBE = "probe/"  # the probes' keys (run/probes.py, core/sense_eval.py)
+PASSKEY_KEY = re.compile(r"probe/passkey@(\d+)(?:/depth(\d+(?:\.\d*)?(?:e-?\d+)?))?")
+POSITION_KEY = re.compile(r"probe/position_loss@(\d+)-(\d+)")
+EVAL_STATS = ("short_before", "passkey_length")  # on a gate decision that sense_eval took part in
 
 
 @dataclass
@@ -64,6 +71,35 @@ class Step:
 
 
 @dataclass
+class Probed:
+    """The probes measured after one step (its lowest rank's line; every rank logs the same)."""
+
+    step: int
+    level: int
+    short: float | None = None
+    passkey: dict[int, float] = field(default_factory=dict)  # prompt length -> mean over depths
+    depths: dict[tuple[int, float], float] = field(default_factory=dict)  # (length, depth) ->
+    position_loss: dict[tuple[int, int], float] = field(default_factory=dict)  # [lo, hi) -> loss
+
+
+def probed(step: Step) -> Probed | None:
+    """The step's probes parsed from their keys; None where none ran after it."""
+    keys = {k: v for k, v in step.head.items() if k.startswith(PROBE) and v is not None}
+    if not keys:
+        return None
+    out = Probed(step.step, step.level, keys.get(SHORT))
+    for key, value in keys.items():
+        if m := PASSKEY_KEY.fullmatch(key):
+            if m[2] is None:
+                out.passkey[int(m[1])] = value
+            else:
+                out.depths[int(m[1]), float(m[2])] = value
+        elif m := POSITION_KEY.fullmatch(key):
+            out.position_loss[int(m[1]), int(m[2])] = value
+    return out
+
+
+@dataclass
 class Run:
     output_dir: Path
     steps: list[Step]
@@ -88,6 +124,18 @@ class Run:
 
     def decisions(self) -> list[dict]:
         return [{**s.head, "step": s.step} for s in self.steps if s.head.get("decision")]
+
+    def probes(self) -> list[Probed]:
+        """Every probed step, in step order."""
+        return [p for p in map(probed, self.steps) if p is not None]
+
+    def level_ends(self) -> dict[int, Probed]:
+        """Per level, its last probed step: the probes as the level left the model."""
+        return dict(sorted({p.level: p for p in self.probes()}.items()))
+
+    def eval_decisions(self) -> list[dict]:
+        """The gate's decisions that sense_eval's verdict took part in."""
+        return [d for d in self.decisions() if any(key in d for key in EVAL_STATS)]
 
     def thresholds(self) -> dict:
         sense = self.curriculum.get("sense_grad")
@@ -142,9 +190,15 @@ def _ranges(steps: list[int], most: int = 12) -> str:
 
 
 def check_ranks(run: Run) -> None:
-    """Problems: ranks disagree on a step's level or micro-batch count, or a rank lacks steps."""
-    for key, what in (("level", "the level"), ("micro_batches", "micro_batches")):
-        bad = [s.step for s in run.steps if len({line.get(key) for line in s.lines.values()}) > 1]
+    """Problems: ranks disagree on a step's level, micro-batch count or probes, or a rank lacks
+    steps."""
+    def probes(line: dict) -> str:
+        return json.dumps({k: v for k, v in line.items() if k.startswith(PROBE)}, sort_keys=True)
+
+    for read, what in ((lambda line: line.get("level"), "the level"),
+                       (lambda line: line.get("micro_batches"), "micro_batches"),
+                       (probes, "the probes")):
+        bad = [s.step for s in run.steps if len({read(line) for line in s.lines.values()}) > 1]
         if bad:
             run.problems.append(f"ranks disagree on {what} at steps {_ranges(bad)}")
     if not run.steps:

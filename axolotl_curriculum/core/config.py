@@ -23,6 +23,7 @@ from .blocks import (
     SenseGrad,
 )
 from .checks import check_keys
+from .probe_blocks import Probes, SenseEval
 from .errors import CurriculumError
 from .rules import BLOCK_RULES, BUDGETS, PROMPT_CUTS, RAMP_KEYS, TRUNCATIONS
 
@@ -49,6 +50,8 @@ class Curriculum(BaseModel):
     preflight: bool | None = None    # full-length forward+backward before training; default: on GPU
     ramp: dict | None = None         # `levels: {ramp: ...}` as written; `levels` holds its steps
     short_share: float = 0.0         # every level after the first: share of a step kept short
+    probes: Probes | None = None     # measured on held-out data during training
+    sense_eval: SenseEval | None = None  # the eval gate: advance when the probes pass
 
     @model_validator(mode="before")
     @classmethod
@@ -116,8 +119,23 @@ class Curriculum(BaseModel):
         return not self.is_auto and any(self.rope_of(k) for k in range(len(self.levels)))
 
     def min_steps(self, level: int) -> int:
+        """The least steps a gate keeps `level` (sense_eval alone: none unless the level says)."""
         own = self.levels[level].min_steps
-        return own if own is not None else (self.sense_grad or SenseGrad()).min_steps
+        if own is not None:
+            return own
+        return self.sense_grad.min_steps if self.sense_grad is not None else 0
+
+    @property
+    def gated(self) -> bool:
+        """Whether a gate (sense_grad, sense_eval) may end a level before its max_steps."""
+        return self.sense_grad is not None or self.sense_eval is not None
+
+    def passkey_lengths(self) -> list[int]:
+        """The passkey grid's lengths: as set, or every level's input_len."""
+        passkey = self.probes.passkey if self.probes is not None else None
+        if passkey is None:
+            return []
+        return sorted(set(passkey.lengths or self.input_lens))
 
     def check_sequence_len(self, sequence_len: int) -> None:
         """No level may ask for more tokens than the model is trained on."""
@@ -165,9 +183,10 @@ class Curriculum(BaseModel):
         message = (f"curriculum.levels: the levels before the last take {before} steps, {run}: "
                    f"the last level (input_len {self.levels[-1].input_len}) would never train; "
                    f"lower the levels' max_steps or raise {length_from}")
-        if self.sense_grad is None:
+        if not self.gated:
             raise CurriculumError(message)
-        return (f"{message} (with sense_grad they are caps: the last level trains only if "
+        gate = "sense_grad" if self.sense_grad is not None else "sense_eval"
+        return (f"{message} (with {gate} they are caps: the last level trains only if "
                 "earlier levels end sooner)")
 
     def budget_for(self, packed: bool) -> str:

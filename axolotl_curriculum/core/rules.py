@@ -16,6 +16,7 @@ from typing import Any
 from .blocks import MIN_INPUT_LEN, Auto, Difficulty, Level, SenseGrad
 from .checks import check_bool, check_choice, check_float, check_int, check_keys
 from .errors import CurriculumError
+from .probe_blocks import Probes, SenseEval
 from .ramp import MAX_RAMP_LEVELS, SHAPES, ramp_levels
 
 TRUNCATIONS = ("head", "segment", "filter", "split")
@@ -38,6 +39,26 @@ def check_sense_grad(data: dict) -> None:
         raise CurriculumError(
             f"curriculum.sense_grad: got {sense!r}; use true, or a mapping of its settings"
         )
+
+
+def check_probes(data: dict) -> None:
+    """`probes:` (probe_blocks.py); `sense_eval:` decides on them, and a ramp's length follows
+    the steps, not a gate."""
+    for key in ("probes", "sense_eval"):
+        if data.get(key) is None or data.get(key) is False:
+            data.pop(key, None)
+    probes = data.get("probes")
+    if isinstance(probes, Probes):
+        probes = probes.model_dump(exclude_none=True)
+    elif probes is not None:
+        data["probes"] = probes = Probes.validate_raw(probes)
+    sense = data.get("sense_eval")
+    if sense is None or isinstance(sense, SenseEval):
+        return
+    data["sense_eval"] = SenseEval.validate_raw(sense, probes)
+    if isinstance(data.get("levels"), dict) or data.get("ramp") is not None:
+        raise CurriculumError("curriculum.sense_eval: a ramp's length follows the steps, not the "
+                              "gate; remove sense_eval (probes still measure), or list levels")
 
 
 def check_difficulty(data: dict) -> None:
@@ -182,7 +203,7 @@ def _as_mapping(where: str, level: Any) -> dict:
     return level
 
 
-BLOCK_RULES = (check_sense_grad, check_difficulty, check_switches, check_cut_settings,
+BLOCK_RULES = (check_sense_grad, check_probes, check_difficulty, check_switches, check_cut_settings,
                check_boundaries, check_short_share, expand_ramp, check_auto, check_levels)
 
 
@@ -287,9 +308,9 @@ def check_min_steps(at: LevelAt) -> None:
     sense = at.block.get("sense_grad")
     sense = sense.model_dump() if isinstance(sense, SenseGrad) else sense
     low, high = at.level.get("min_steps"), at.level.get("max_steps")
-    if low is not None and sense is None:
-        raise CurriculumError(f"{at.where}.min_steps: only means something with sense_grad; "
-                              "add `sense_grad: true` or remove it")
+    if low is not None and sense is None and at.block.get("sense_eval") is None:
+        raise CurriculumError(f"{at.where}.min_steps: only means something with sense_grad or "
+                              "sense_eval; add `sense_grad: true` or remove it")
     if sense is None or high is None:
         return
     if low is None:  # sense_grad.min_steps, or its default

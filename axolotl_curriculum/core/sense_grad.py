@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .config import Curriculum
+from .config import Curriculum, SenseGrad
 from .schedule import Timeline
 
 
@@ -58,8 +58,12 @@ class _Stay:
 
 
 class Gate:
+    """The decisions of sense_grad and/or sense_eval (the eval verdict comes from outside:
+    sense_eval.py); with both, `sense_eval.combine` says whether both must pass or either."""
+
     def __init__(self, curriculum: Curriculum, timeline: Timeline, delay: int):
-        self.cfg = curriculum.sense_grad
+        self.uses_grad = curriculum.sense_grad is not None
+        self.cfg = curriculum.sense_grad or SenseGrad(backoff=False)
         self.curriculum = curriculum
         self.timeline = timeline
         self.delay = delay          # steps from a decision to the first step fed at the new level
@@ -97,8 +101,9 @@ class Gate:
         return stats
 
     # -- decisions ----------------------------------------------------------------------------
-    def decide(self, step: int) -> Decision:
-        """Take the decision after 1-based step `step` (all its statistics observed)."""
+    def decide(self, step: int, verdict: tuple[bool, str] | None = None) -> Decision:
+        """Take the decision after 1-based step `step` (all its statistics observed);
+        `verdict`: sense_eval's on the latest probes of this stay (None: none yet)."""
         cfg = self.cfg
         last = step - 1
         level, start = self.timeline.position(last)
@@ -127,8 +132,30 @@ class Gate:
             return out("last_level", "the last level runs to the end")
         if done < self.curriculum.min_steps(level):
             return out("hold", f"min_steps: {done} < {self.curriculum.min_steps(level)}")
+        go, why = self._combined(stats, verdict)
+        if not go:
+            return out("hold", why)
+        self.timeline.switch(last + self.delay, level + 1)
+        return out("advance", f"{why}; level {level + 1} from step {last + self.delay + 1}")
+
+    def _combined(self, stats: dict, verdict: tuple[bool, str] | None) -> tuple[bool, str]:
+        """Whether to advance, and why: sense_grad's statistics and/or sense_eval's verdict."""
+        settled = self._settled(stats) if self.uses_grad else None
+        sense_eval = self.curriculum.sense_eval
+        if sense_eval is None:
+            return settled
+        passed = verdict or (False, "no probe in this level yet")
+        if settled is None:
+            return passed
+        both = f"sense_grad: {settled[1]}; sense_eval: {passed[1]}"
+        if sense_eval.combine == "both":
+            return settled[0] and passed[0], both
+        return settled[0] or passed[0], both
+
+    def _settled(self, stats: dict) -> tuple[bool, str]:
+        cfg = self.cfg
         if stats["window"] < 3:
-            return out("hold", "collecting statistics after the switch")
+            return False, "collecting statistics after the switch"
         reasons = []
         if not stats["grad_cv"] <= cfg.max_grad_cv:
             reasons.append(f"grad_cv {stats['grad_cv']:.3g} > {cfg.max_grad_cv}")
@@ -137,11 +164,9 @@ class Gate:
         if not stats["loss_slope"] <= cfg.max_loss_slope:
             reasons.append(f"loss_slope {stats['loss_slope']:.3g} > {cfg.max_loss_slope}")
         if reasons:
-            return out("hold", "; ".join(reasons))
-        self.timeline.switch(last + self.delay, level + 1)
-        return out("advance", f"settled: grad_cv {stats['grad_cv']:.3g}, spikes {stats['spikes']},"
-                              f" loss_slope {stats['loss_slope']:.3g}; level {level + 1} from step"
-                              f" {last + self.delay + 1}")
+            return False, "; ".join(reasons)
+        return True, (f"settled: grad_cv {stats['grad_cv']:.3g}, spikes {stats['spikes']},"
+                      f" loss_slope {stats['loss_slope']:.3g}")
 
     def _level_below(self, level: int) -> int | None:
         """The nearest lower level in use (a level with max_steps 0 was switched off)."""

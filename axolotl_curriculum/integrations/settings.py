@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 
 from ..core.config import Curriculum
+from ..core.errors import CurriculumError
 from ..data.rows import boundary_mask, row_stats
 from ..run.projection import run_for
 
@@ -85,6 +86,11 @@ def check_levels(cfg, meta, curriculum: Curriculum | None = None) -> None:
     curriculum = curriculum or Curriculum.model_validate(plain(cfg.curriculum))
     if curriculum.difficulty is not None:
         curriculum = curriculum.model_copy(update={"difficulty": None})
+    probes = curriculum.probes
+    if probes is not None and (probes.short or probes.position_loss) and not meta.eval_dataset:
+        needed = "short" if probes.short else "position_loss"
+        raise CurriculumError(f"curriculum.probes.{needed}: needs held-out rows: set "
+                              "val_set_size (e.g. 0.05) or test_datasets")
     mask = boundaries(cfg, curriculum)
     total_steps = int(cfg.max_steps or meta.total_num_steps or 1)
     with _quiet():  # the run logs its own choices later, when it trains

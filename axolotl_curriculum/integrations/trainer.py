@@ -82,7 +82,7 @@ def train_dataloader(trainer, run: CurriculumRun, pack: Packer | None,
         # loader does not yield it (else those steps would train on the epoch's first batches)
         current_step=lambda: trainer.state.global_step,
         skip_trained=bool(getattr(args, "ignore_data_skip", False)), num_workers=workers,
-        model=trainer.model, scores_from=full,
+        model=trainer.model, scores_from=full, eval_dataset=trainer.eval_dataset,
         pad_to_multiple_of=collator_padding(trainer.data_collator),
         prefetch_factor=args.dataloader_prefetch_factor, pin_memory=args.dataloader_pin_memory,
         persistent_workers=args.dataloader_persistent_workers,

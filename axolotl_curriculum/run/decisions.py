@@ -1,9 +1,11 @@
-"""sense_grad's decisions during a run: the gate fed from device statistics, read once per check.
+"""The gate's decisions during a run: sense_grad fed from device statistics, read once per
+check, and sense_eval fed the probes' values.
 
 Each step's gradient norm and loss stay on the device until the gate checks (every
 `check_every` steps); then they are averaged over ranks in one collective, so every rank takes
-the same decision at the same step. A decision reaches the data `delay` steps later: the
-loader plans that far ahead (`switch_delay`).
+the same decision at the same step. The probes come reduced over ranks (probes.py); sense_eval
+decides every `sense_eval.every` steps on them. A decision reaches the data `delay` steps
+later: the loader plans that far ahead (`switch_delay`).
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import torch
 
 from ..core.config import Curriculum
 from ..core.schedule import Timeline
+from ..core.sense_eval import EvalVerdicts
 from ..core.sense_grad import Gate
 
 logger = logging.getLogger(__name__)
@@ -39,17 +42,35 @@ class Decisions:
 
     def __init__(self, curriculum: Curriculum, timeline: Timeline, delay: int,
                  reduce_mean: Callable[[torch.Tensor], torch.Tensor], rank: int):
-        self.gate = Gate(curriculum, timeline, delay)
-        self.check_every = curriculum.sense_grad.check_every
+        self.gate, self.timeline = Gate(curriculum, timeline, delay), timeline
+        self.check_every = curriculum.sense_grad.check_every if curriculum.sense_grad else None
+        self.eval_every = None
+        if curriculum.sense_eval is not None:
+            self.eval_every = curriculum.sense_eval.every or curriculum.probes.every
+        self.verdicts = EvalVerdicts(curriculum) if curriculum.sense_eval is not None else None
+        self.verdict: dict | None = None  # sense_eval's latest: {start, passed, reason, stats}
         self.reduce_mean, self.rank = reduce_mean, rank
         self._pending: list[torch.Tensor] = []
         self.last: dict[str, Any] = {}  # the latest decision's log fields
+
+    def probed(self, global_step: int, values: dict) -> None:
+        """The probes measured after `global_step` (reduced): a stay starting at the next step
+        keeps its short value as `before`; a verdict on the current stay (sense_eval)."""
+        if self.verdicts is None:
+            return
+        if self.timeline.position(global_step)[1] == global_step:
+            self.verdicts.note_start(global_step, values)
+        if global_step > 0:
+            level, start = self.timeline.position(global_step - 1)
+            passed, reason, stats = self.verdicts.verdict(level, start, values)
+            self.verdict = {"start": start, "passed": passed, "reason": reason, "stats": stats}
 
     def observe(self, global_step: int, grad_norm: torch.Tensor, loss: torch.Tensor,
                 annotate: Callable[..., None]) -> None:
         """A step's device statistics (no host read); checks when the step is due."""
         self._pending.append(torch.stack([grad_norm, loss]))
-        if global_step % self.check_every == 0:
+        if ((self.check_every and global_step % self.check_every == 0)
+                or (self.eval_every and global_step % self.eval_every == 0)):
             self.check(global_step, annotate)
 
     def sync(self, global_step: int) -> None:
@@ -65,8 +86,15 @@ class Decisions:
     def check(self, global_step: int, annotate: Callable[..., None]) -> None:
         """Decide at `global_step`; `annotate(step, **fields)` puts the decision in the log."""
         self.sync(global_step)
-        decision = self.gate.decide(global_step)
-        fields = {"decision": decision.action, "reason": decision.reason, **decision.stats}
+        verdict, eval_stats = None, {}
+        if self.verdict is not None and \
+                self.verdict["start"] == self.timeline.position(global_step - 1)[1]:
+            verdict = (self.verdict["passed"], self.verdict["reason"])
+            eval_stats = {key: value for key, value in self.verdict["stats"].items()
+                          if key not in ("short", "passkey")}  # those are on the line as probes
+        decision = self.gate.decide(global_step, verdict)
+        fields = {"decision": decision.action, "reason": decision.reason, **decision.stats,
+                  **eval_stats}
         annotate(global_step, **fields)
         self.last = fields
         if self.rank == 0 and decision.action in ("advance", "backoff"):
@@ -77,8 +105,14 @@ class Decisions:
         return {f"curriculum/{key}": self.last[key] for key in METRIC_STATS if key in self.last}
 
     def state_dict(self) -> dict:
-        return self.gate.state_dict()
+        state = self.gate.state_dict()
+        if self.verdicts is not None:
+            state["sense_eval"] = {**self.verdicts.state_dict(), "verdict": self.verdict}
+        return state
 
     def load_state_dict(self, state: dict | None) -> None:
         if state is not None:
             self.gate.load_state_dict(state)
+            if self.verdicts is not None and state.get("sense_eval"):
+                self.verdicts.load_state_dict(state["sense_eval"])
+                self.verdict = state["sense_eval"]["verdict"]

@@ -80,6 +80,10 @@ class Ledger:
         for key in STEP_COUNTS:
             if f"global_{key}" in last:
                 out[f"curriculum/global_{key}"] = sum(r.get(f"global_{key}", 0) for r in records)
+        probed = [r for r in records if any(key.startswith("probe/") for key in r)]
+        if probed:  # the latest probes (curriculum/probe/short, .../passkey@2048, ...)
+            out.update({f"curriculum/{key}": value for key, value in probed[-1].items()
+                        if key.startswith("probe/")})
         if out.get("curriculum/global_short_tokens"):  # the share of tokens kept short
             out["curriculum/short_share"] = (out["curriculum/global_short_tokens"]
                                              / max(1, out["curriculum/global_tokens"]))

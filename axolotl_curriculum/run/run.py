@@ -35,6 +35,7 @@ from .decisions import GATE_PREFETCH, Decisions, switch_delay
 from .ledger import Ledger
 from .levels import LevelCuts, resolve_auto
 from .preflight import Preflights
+from .probes import Probes
 from .rope_switch import RopeSwitch
 from .runlog import GRAD_NORM, LOSS, RunLog
 from .scoring import Scores
@@ -81,6 +82,7 @@ class CurriculumRun:
         self.total_steps: int | None = None
         self.global_step = 0  # optimizer steps finished (after a resume: the checkpoint's)
         self.preflights = Preflights()  # the shapes pre-flighted; `at` set by an adapter
+        self.probes: Probes | None = None  # held-out measurements (curriculum.probes)
         self._since_log: list[dict] = []
         self._level: int | None = None
 
@@ -136,9 +138,9 @@ class CurriculumRun:
         down to whole optimizer steps); `current_step()`: optimizer steps finished (default:
         the steps this run was told of, `global_step`)."""
         n_batches = max(self.batches_per_step, n_batches - n_batches % self.batches_per_step)
-        if self.sense_grad is not None or self.rescoring:
+        if self.curriculum.gated or self.rescoring:
             self.delay = switch_delay(workers, self.grad_accum)
-        if self.sense_grad is not None and self.decisions is None:
+        if self.curriculum.gated and self.decisions is None:
             self.decisions = Decisions(self.curriculum, self.timeline, self.delay,
                                        self.reduce_mean, self.rank)
         self.sampler = LevelBatchSampler(
@@ -154,7 +156,7 @@ class CurriculumRun:
                      num_workers: int = 0, skip_trained: bool = True,
                      current_step: Callable[[], int] | None = None, model=None,
                      scores_from=None, pad_to_multiple_of: int | None = None,
-                     **loader_args) -> DataLoader:
+                     eval_dataset=None, **loader_args) -> DataLoader:
         """The curriculum's train loader over a tokenized map-style dataset (`input_ids`,
         optional `labels`), for a trainer adapter or a hand-written loop.
 
@@ -170,7 +172,8 @@ class CurriculumRun:
         unused columns before collating, a `column` score among them); default `dataset`.
         `pad_to_multiple_of`: the collator's (a micro-batch is padded to its longest row
         rounded up to it), so the pre-flight shapes and the planned `positions` are the ones
-        the model runs on.
+        the model runs on. `eval_dataset`: held-out rows for the probes (`short`,
+        `position_loss`); the probes run `model` in `on_step_end`.
         """
         rows, mask = rows_for(self.curriculum, dataset, tokenizer)
         scores = (self.scoring.initial(dataset if scores_from is None else scores_from, rows,
@@ -187,6 +190,9 @@ class CurriculumRun:
         self.use_data(rows, plan, sequence_len=sequence_len, total_steps=self.total_steps,
                       scores=scores)
         self._check_run(model, pack, capacity, max_steps)
+        self.probes = Probes.of(self.curriculum, self.timeline, model, eval_dataset, tokenizer,
+                                rank=self.rank, world_size=self.world_size,
+                                reduce_mean=self.reduce_mean)
         sampler = self.make_sampler(n_batches, current_step, num_workers, skip_trained)
         if self.rescoring:
             self.scoring.source = (dataset, model, batch_size)
@@ -205,6 +211,17 @@ class CurriculumRun:
         self.rope = RopeSwitch.of(model, cur, self.timeline, self.rank)
         if pack is not None:
             cur.check_capacity(capacity)
+
+    def _probe_if_due(self, global_step: int) -> None:
+        """The probes after `global_step` (before the next level's RoPE: a level's `before`
+        value is the model as the previous level left it), into the log and the gate."""
+        if self.probes is None or not self.probes.due(global_step, self.total_steps):
+            return
+        values = self.probes.measure(self.timeline.level_at(max(global_step - 1, 0)))
+        if global_step > 0:
+            self.log.annotate(global_step, **values)
+        if self.decisions is not None:
+            self.decisions.probed(global_step, values)
 
     # -- observation (hot path: device tensors only) -------------------------------------------
     def on_micro_batch(self, inputs, loss: torch.Tensor) -> None:
@@ -234,10 +251,11 @@ class CurriculumRun:
         device = self.log.device
         if device is not None:
             values = self.log.end_step(norm_scalar(grad_norm, device), **fields)
-            if self.decisions is not None:
-                # plain indexing: a list index would copy it to the device
-                self.decisions.observe(global_step, values[GRAD_NORM], values[LOSS],
-                                       self.log.annotate)
+        self._probe_if_due(global_step)
+        if device is not None and self.decisions is not None:
+            # plain indexing: a list index would copy it to the device
+            self.decisions.observe(global_step, values[GRAD_NORM], values[LOSS],
+                                   self.log.annotate)
         if self.rescoring:
             self._rescore_if_due(global_step)
         if self.rope is not None:
@@ -285,6 +303,8 @@ class CurriculumRun:
         dropping lines past the step training continues from. The model gets the RoPE of
         the level the next step trains at."""
         self.log.start(resumed_at=self.global_step)
+        if self.global_step == 0:
+            self._probe_if_due(0)  # the first level's `before`
         if self.rope is not None:
             self.rope.apply(self.global_step)
 
