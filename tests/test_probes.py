@@ -375,3 +375,33 @@ def test_a_resume_keeps_the_levels_before_value_and_decides_as_the_uninterrupted
     assert [d[1] for d in advances] == [0, 1] and advances[1][0] > 5  # decided after the resume
     resumed_advance = next(d for d in got if d[2] == "advance" and d[1] == 1)
     assert resumed_advance[4] == pytest.approx(advances[1][4])  # the restored `before`
+
+
+CHAT = ("{% for m in messages %}<|user|>{{ m['content'] }}<|end|>{% endfor %}"
+        "{% if add_generation_prompt %}<|assistant|>{% endif %}")
+
+
+def test_a_chat_passkey_asks_the_same_key_as_a_user_turn(tiny_model):
+    tok = AutoTokenizer.from_pretrained(tiny_model)
+    cur = Curriculum.model_validate({
+        "levels": [*LEVELS[:2], {"input_len": 256}],
+        "probes": {"passkey": {"lengths": [200], "depths": [0.5], "rows": 2, "chat": True}}})
+    timeline = Timeline(cur.input_lens, [lv.max_steps for lv in cur.levels])
+    with pytest.raises(CurriculumError, match="passkey.chat: the tokenizer has no chat template"):
+        Probes(cur, timeline, None, 0, 1, lambda t: t).build(None, tok)
+    tok.chat_template = CHAT
+    model = AutoModelForCausalLM.from_pretrained(tiny_model)
+    probes = Probes(cur, timeline, model, 0, 1, lambda t: t)
+    probes.build(None, tok)
+    plain, chat = probes.prompts[0::2], probes.prompts[1::2]
+    assert [p.key for p in plain] == [p.key for p in chat] and all(p.chat for p in chat)
+    for p in chat:
+        assert len(p.ids) == 200
+        text = tok.decode(p.ids)
+        # the template's own rendering of the question turn, then the answer
+        turn = tok.apply_chat_template([{"role": "user", "content": "Q"}], tokenize=False,
+                                       add_generation_prompt=True)
+        assert text.startswith(turn.split("Q")[0]) and "<|end|><|assistant|>" in text
+        assert p.ids[p.answer_start:] == encoder(tok)(" " + p.key)
+    values = probes.measure(level=2)
+    assert {"probe/passkey@200", "probe/passkey_chat@200", "probe/passkey_chat@200/depth0.5"} <= set(values)

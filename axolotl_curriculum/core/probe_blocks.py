@@ -12,7 +12,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict
 
-from .checks import check_choice, check_float, check_int, check_keys
+from .checks import check_bool, check_choice, check_float, check_int, check_keys
 from .errors import CurriculumError
 
 COMBINE = ("both", "either")  # with sense_grad: both gates must agree, or either one suffices
@@ -37,6 +37,7 @@ class PasskeyProbe(BaseModel):
     depths: list[float] = [0.1, 0.5, 0.9]  # where the key sits, as a share of the filler
     rows: int = 4                     # prompts per (length, depth)
     digits: int = 5                   # the key's digits
+    chat: bool = False                # also asked as a chat turn (the tokenizer's template)
 
     @classmethod
     def validate_raw(cls, where: str, data: Any) -> dict:
@@ -57,6 +58,9 @@ class PasskeyProbe(BaseModel):
             check_float(f"{where}.depths[{i}]", depth, 0.0, 1.0)
         check_int(f"{where}.rows", data.get("rows"), 1)
         check_int(f"{where}.digits", data.get("digits"), 1)
+        if "chat" in data:
+            check_bool(f"{where}.chat", data["chat"], " (true also asks each prompt as a user "
+                       "turn of the tokenizer's chat template)")
         return data
 
 

@@ -14,8 +14,10 @@ from .config import Curriculum
 SHORT = "probe/short"
 
 
-def passkey_key(length: int) -> str:
-    return f"probe/passkey@{length}"
+def passkey_key(length: int, chat: bool = False) -> str:
+    """`probe/passkey@2048`; asked as a chat turn, `probe/passkey_chat@2048` (the gate reads the
+    plain one)."""
+    return f"probe/passkey{'_chat' if chat else ''}@{length}"
 
 
 def gate_length(curriculum: Curriculum, level: int) -> int | None:

@@ -59,7 +59,7 @@ class Probes:
         self.short_rows: list[tuple[list[int], list[int]]] = []
         self.long_rows: list[tuple[list[int], list[int]]] = []
         self.prompts: list[passkey.PasskeyPrompt] = []
-        self.cells: list[tuple[int, float]] = []  # passkey (length, depth) per slot
+        self.cells: list[tuple[int, float, bool]] = []  # passkey (length, depth, chat)
         self.buckets: list[tuple[int, int]] = []
         self.seconds = 0.0
 
@@ -112,7 +112,15 @@ class Probes:
         bos = ([tokenizer.bos_token_id] if tokenizer.bos_token_id is not None and with_special
                and with_special[0] == tokenizer.bos_token_id else [])
         p, lengths = self.settings.passkey, self.cur.passkey_lengths()
-        least = passkey.shortest(encode, p.digits) + len(bos)
+        chat = None
+        if p.chat:
+            if not getattr(tokenizer, "chat_template", None):
+                raise CurriculumError(f"{where}.chat: the tokenizer has no chat template; set "
+                                      "Axolotl's chat_template, or chat: false")
+            chat = passkey.turn(lambda content: tokenizer.apply_chat_template(
+                [{"role": "user", "content": content}], tokenize=False,
+                add_generation_prompt=True), encode)
+        least = passkey.shortest(encode, p.digits, chat or ((), ())) + len(bos)
         if p.lengths is None:  # the levels' lengths: those a prompt fits in
             lengths = [n for n in lengths if n >= least] or lengths[-1:]
         if lengths[0] < least:
@@ -120,8 +128,9 @@ class Probes:
                                   f"prompt (this tokenizer needs at least {least}); use lengths "
                                   f">= {least}")
         self.prompts = passkey.grid(encode, lengths, list(p.depths), p.rows, p.digits,
-                                    self.settings.seed, bos)
-        self.cells = [(n, d) for n in lengths for d in p.depths]
+                                    self.settings.seed, bos, chat)
+        asked = (False, True) if p.chat else (False,)  # plain, and as a chat turn
+        self.cells = [(n, d, c) for n in lengths for d in p.depths for c in asked]
 
     # -- when -----------------------------------------------------------------------------------
     def due(self, global_step: int, total_steps: int | None) -> bool:
@@ -143,8 +152,8 @@ class Probes:
         for i, pr in enumerate(self.prompts):
             if pr.length <= upto:
                 labels = [IGNORE] * pr.answer_start + pr.ids[pr.answer_start:]
-                out.append(Item("passkey", pr.ids, labels, self.cells.index((pr.length, pr.depth)),
-                                pr.length))
+                out.append(Item("passkey", pr.ids, labels,
+                                self.cells.index((pr.length, pr.depth, pr.chat)), pr.length))
         return out
 
     def measure(self, level: int) -> dict[str, float]:
@@ -207,14 +216,15 @@ class Probes:
             if sums[3 + 2 * b] > 0:
                 out[f"probe/position_loss@{low}-{high}"] = sums[2 + 2 * b] / sums[3 + 2 * b]
         base = 2 + 2 * len(self.buckets)
-        by_length: dict[int, list[float]] = {}
-        for c, (length, depth) in enumerate(self.cells):
+        by_length: dict[str, list[float]] = {}
+        for c, (length, depth, chat) in enumerate(self.cells):
             correct, count = sums[base + 2 * c], sums[base + 2 * c + 1]
             if count > 0:
-                out[f"{passkey_key(length)}/depth{depth:g}"] = correct / count
-                by_length.setdefault(length, []).append(correct / count)
-        for length, accuracies in by_length.items():
-            out[passkey_key(length)] = float(np.mean(accuracies))
+                key = passkey_key(length, chat)
+                out[f"{key}/depth{depth:g}"] = correct / count
+                by_length.setdefault(key, []).append(correct / count)
+        for key, accuracies in by_length.items():
+            out[key] = float(np.mean(accuracies))
         return out
 
 
