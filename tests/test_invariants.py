@@ -25,7 +25,6 @@ from axolotl_curriculum.integrations.plugin import axolotl_pack
 from axolotl_curriculum.run.run import CurriculumRun
 
 VOCAB = 40
-MAX_DELAY = 6  # steps from a row's draw to its feed, at most
 CAPACITY = 160
 # CI runs a fixed set of 150 configurations; INVARIANT_EXAMPLES=2000 searches fresh ones.
 DEEP = int(os.environ.get("INVARIANT_EXAMPLES", 0))
@@ -96,7 +95,7 @@ def configs(draw, short: bool = False):
     n_levels = draw(st.integers(2 if short else 1, 4))
     lens = sorted(draw(st.lists(st.integers(2, CAPACITY), min_size=n_levels, max_size=n_levels,
                                 unique=True)))
-    modes = ["head", "segment", "filter"]
+    modes = ["head", "segment", "filter", "split"]
     levels = [{"input_len": n, "max_steps": draw(st.integers(1, 8)),
                "truncation": draw(st.sampled_from(modes))} for n in lens]
     del levels[-1]["max_steps"]
@@ -135,21 +134,29 @@ class Recorder:
     """Wraps the plan's example order from outside: which step drew each row, and how often.
 
     The sampler plans a step (drawing its rows) before it yields the step's first micro-batch,
-    so the step drawing a row is the number of micro-batches yielded so far // per step."""
+    so the step drawing a row is the number of micro-batches yielded so far // per step.
+    A split level's order draws its units (a chunk, or a row it does not split): each draw is
+    kept under its row as (step, the order's key, the example the unit is, None if not fed);
+    a row order's draws as (step, None, None)."""
 
     def __init__(self, plan, per_step):
-        self.draws: dict[int, list[int]] = {}
+        self.draws: dict[int, list[tuple]] = {}
         self.yielded = None
         order = plan.order
 
-        self.short_draws: dict[int, list[int]] = {}
+        self.short_draws: dict[int, list[tuple]] = {}
 
         def recorded(epoch, cuts=None, short=False):
             draws = self.short_draws if short else self.draws
-            for row in order(epoch, cuts, short):
+            units = cuts is not None and cuts.row_of is not None
+            key = cuts.space_key if units else None
+            for unit in order(epoch, cuts, short):
                 if self.yielded is not None:
-                    draws.setdefault(row, []).append(len(self.yielded) // per_step)
-                yield row
+                    spec = cuts.spec(unit) if units else None
+                    row = spec[0] if units else unit
+                    fed = spec if units and cuts.fed[unit] else None
+                    draws.setdefault(row, []).append((len(self.yielded) // per_step, key, fed))
+                yield unit
 
         plan.order = recorded
 
@@ -187,9 +194,13 @@ def apply_switches(run, switches):
             run.timeline.switch(start, level, cap)
 
 
-def cut_specs(cuts) -> set:
-    """Every example a level's cuts can feed, as the sampler yields it."""
-    return {cuts.spec(u) for u in np.flatnonzero(cuts.fed)}
+def cut_specs(cuts, chunks_only=False) -> set:
+    """Every example a level's cuts can feed, as the sampler yields it (`chunks_only`: those
+    that are a chunk of a row the level splits)."""
+    units = np.flatnonzero(cuts.fed & cuts.chunks if chunks_only else cuts.fed)
+    rows = cuts.row_of[units] if cuts.row_of is not None else units
+    return set(zip(rows.tolist(), cuts.head[units].tolist(), cuts.start[units].tolist(),
+                   cuts.end[units].tolist()))
 
 
 def fed_length(spec):
@@ -212,8 +223,10 @@ def test_every_configuration_keeps_the_invariants(cfg):
 @SETTINGS
 @given(configs(short=True))
 def test_levels_that_keep_short_data_keep_the_invariants(cfg):
-    """A row is fed once per step, long or short; every short example is the first level's
-    cut of its row; the counts and the pre-flighted shapes include the short examples."""
+    """An example (a row; with split, a chunk of a row) is fed once per step, long or short,
+    and no short example shares a row with the level's own; every short example is the first
+    level's cut of its row; the counts and the pre-flighted shapes include the short
+    examples."""
     check_invariants(cfg)
 
 
@@ -228,7 +241,14 @@ def check_invariants(cfg):
     dataset, rows = cfg["dataset"], run.rows
     labels = dataset["labels"]
     largest = run.plan.largest_batches([run.cuts.fed(k) for k in run.levels_in_use()])
-    feeds: dict[int, list[int]] = {}
+    feeds: dict[int, list[tuple]] = {}  # per row: (step, example) of each feed
+    specs_of: dict = {}  # per level: (its examples, those a chunk of a split row)
+
+    def examples_of(level):
+        if level not in specs_of:
+            cuts = run.cuts(level)
+            specs_of[level] = cut_specs(cuts), cut_specs(cuts, chunks_only=True)
+        return specs_of[level]
     for epoch in range(cfg["epochs"]):
         step_now[0] = epoch * sampler.steps_per_epoch
         global_batches = recorder.yielded = []
@@ -251,10 +271,19 @@ def check_invariants(cfg):
             batches = global_batches[k * per_step:(k + 1) * per_step]
             specs = [s for b in batches for s in (sum(b, []) if run.plan.packed else b)]
             assert all(batches), "every micro-batch holds an example"
-            rows_in_step = [s[0] for s in specs]
-            assert len(rows_in_step) == len(set(rows_in_step)), "an example fed twice in a step"
-            own, first = cut_specs(run.cuts(level)), cut_specs(run.cuts(0))
+            assert len(specs) == len(set(specs)), "an example fed twice in a step"
+            (own, own_chunks), (first, first_chunks) = examples_of(level), examples_of(0)
             mixed = run.curriculum.short_share_of(level) > 0
+            # a row twice in a step only as chunks of one stream's split: two chunks of it
+            # from the level's own cuts, or two short ones; never a short example beside one
+            # of the level's own
+            streams = [own_chunks] + ([first_chunks] if mixed else [])
+            of_row: dict[int, list] = {}
+            for spec in specs:
+                of_row.setdefault(spec[0], []).append(spec)
+            for row, its in of_row.items():
+                assert len(its) == 1 or any(set(its) <= chunks for chunks in streams), \
+                    ("a row twice in a step, not as chunks of one split", level, its)
             for spec in specs:
                 assert 2 <= fed_length(spec) <= input_len
                 assert has_scored_label(labels[spec[0]], spec)
@@ -267,40 +296,115 @@ def check_invariants(cfg):
                     share = run.curriculum.admit_of(level)
                     rank = int((run.scores < run.scores[spec[0]]).sum())
                     assert rank < round(share * len(rows)), "fed before its level admits it"
-            for b in batches:  # within the pre-flighted shapes
+            for b in batches:  # within the pre-flighted shapes (rows, positions, longest)
                 if run.plan.packed:
+                    assert all(b), "every packed row holds an example"
                     assert len(b) <= run.plan.batch_size
                     assert all(sum(fed_length(s) for s in bin_) <= CAPACITY for bin_ in b)
+                    assert max(fed_length(s) for bin_ in b for s in bin_) <= largest[0][2]
                 else:
                     longest = max(fed_length(s) for s in b)
-                    assert any(len(b) <= r and longest <= t for r, t, _ in largest)
+                    assert any(len(b) <= r and longest <= t and longest <= n
+                               for r, t, n in largest)
             stats = sampler.planned.pop(step)
             lengths = [fed_length(s) for s in specs]
             assert stats["examples"] == len(specs)
             assert stats["tokens"] == sum(lengths)
-            assert stats["tokens_cut"] == sum(int(rows.lengths[s[0]]) - n for s, n in zip(specs, lengths))
-            assert stats["prompt_cut"] == sum(1 for s in specs if s[1] or s[2])
+            # a chunk is a whole unit: no token cut, not prompt-cut. A spec both a chunk of one
+            # stream's split and a cut of the other's (a segment ending where a chunk does)
+            # may be either: the counts lie between
+            cut, prompt, chunks = [0, 0], [0, 0], [0, 0]
+            for s, n in zip(specs, lengths):
+                kinds = {s in own_chunks} if s in own else set()
+                if mixed and s in first:
+                    kinds.add(s in first_chunks)
+                for lo_hi, is_chunk in ((0, min(kinds)), (1, max(kinds))):
+                    cut[lo_hi] += 0 if is_chunk else int(rows.lengths[s[0]]) - n
+                    prompt[lo_hi] += int(not is_chunk and bool(s[1] or s[2]))
+                    chunks[lo_hi] += int(is_chunk)
+            assert min(cut) <= stats["tokens_cut"] <= max(cut)
+            assert min(prompt) <= stats["prompt_cut"] <= max(prompt)
+            assert chunks[0] <= stats["chunks"] <= chunks[1]
             not_own = [s for s in specs if s not in own]  # short for sure (the rest may be too)
             assert len(not_own) <= stats["short_examples"] <= (len(specs) - 1 if mixed else 0)
             assert stats["short_tokens"] >= sum(fed_length(s) for s in not_own)
-            for row in rows_in_step:
-                feeds.setdefault(row, []).append(k)
-        last = sampler.steps_per_epoch - 1
+            for spec in specs:
+                feeds.setdefault(spec[0], []).append((k, spec))
         # every feed answers a draw of that row from the order (no copies are made up), and
-        # a row every level feeds is fed within a few steps of its draw: nothing is lost, only
-        # the epoch's last steps may leave draws unfed (held rows are not carried to the next).
-        # Packing leftovers go first once left out twice; after a level change makes rows
-        # longer, the held ones can take a few steps to drain.
-        always = np.logical_and.reduce([run.cuts(k).fed for k in run.levels_in_use()])
+        # a row every level feeds is fed within a bound of its draw (`check_waits`): nothing is
+        # lost, only the epoch's last steps may leave draws unfed (held rows are not carried to
+        # the next). A split level draws its units in an order of their own: a unit drawn is
+        # fed as itself, unless the steps draw from another order meanwhile (its leftovers are
+        # dropped at the switch; the rows' order keeps its own for the next level that draws
+        # rows).
         for row in feeds:
             drawn = recorder.draws.get(row, []) + recorder.short_draws.get(row, [])
             assert len(feeds[row]) <= len(drawn), f"row {row} fed more often than drawn"
-        for row, drawn in recorder.draws.items():
-            steps = feeds.get(row, [])
-            if always[row]:  # each draw is served by a feed within 6 steps (or the epoch ends)
-                assert all(any(d <= f <= d + MAX_DELAY for f in steps) or d > last - MAX_DELAY
-                           for d in drawn), (row, drawn, steps)
-        feeds = {}
+        check_waits(run, cfg, recorder, feeds, first_step, sampler.steps_per_epoch,
+                    examples_of(0)[0])
+        last_feeds, feeds = feeds, {}
+    return run, recorder, last_feeds
+
+
+def check_waits(run, cfg, recorder, feeds, first_step, n_steps, first_specs):
+    """A row drawn (a split level: a unit) that is not fed in its step joins the held rows;
+    packed, once left out of two steps it goes in first, oldest first, and every step feeds at
+    least as many held rows as the level's own packed rows (each can open a bin): a row drawn
+    at step d is fed by step d + 2 + A // b, A: the rows held before it, b: the fewest packed
+    rows of the level's own a step gets (unpacked: examples; one at least).
+
+    A is bounded from outside: the draws of other rows at step d or earlier (of the same
+    order) that some step feeds (a waiting row queues by the step it began to wait) and that
+    no feed of the level's own answered by step d + 1. A feed that
+    may have been a short one (a mixed level, the first level's cut, a row the short order
+    drew) answers nothing: that only loosens the bound."""
+    per_step, last = cfg["world"] * cfg["accum"], n_steps - 1
+    levels = [run.timeline.level_at(first_step + k) for k in range(n_steps)]
+    keys = [run.cuts(level).space_key for level in levels]
+    shares = [run.curriculum.short_share_of(level) for level in levels]
+    bins = per_step * cfg["batch_size"]
+    if cfg["packed"]:  # the level's own packed rows: all but round(share x rows), at most
+        own_part = [bins - (min(int(round(sh * bins)), bins - 1) if sh > 0 else 0)
+                    for sh in shares]
+    else:
+        own_part = [1 if sh > 0 else per_step for sh in shares]
+    short_drawn = {row: min(s for s, *_ in d) for row, d in recorder.short_draws.items()}
+    fed_by = [run.cuts(level).fed for level in levels]
+    # the rows every level that draws rows (not a split level's units) feeds
+    row_levels = [run.cuts(k).fed for k in run.levels_in_use() if run.cuts(k).row_of is None]
+    always = np.logical_and.reduce(row_levels) if row_levels else np.zeros(len(run.rows), bool)
+
+    def own(row, step, spec):  # a feed of the level's own for sure
+        return not (shares[step] > 0 and spec in first_specs
+                    and short_drawn.get(row, n_steps) <= step)
+
+    draws = []  # (row, step, key, spec, entered, answered)
+    for row, drawn in recorder.draws.items():
+        fed = feeds.get(row, [])
+        for d, key, spec in drawn:
+            if key is None:  # held or waiting from its draw on, if some step feeds it
+                fed_later = any(keys[s] is None and fed_by[s][row] for s in range(d, n_steps))
+                entered = d if fed_later else n_steps
+            else:
+                entered = d if spec is not None else n_steps
+            answered = min((f for f, s in fed if f >= d and keys[f] == key and own(row, f, s)
+                            and (key is None or s == spec)), default=n_steps)
+            draws.append((row, d, key, spec, entered, answered))
+    of_key = {}  # per order: its draws' (entered, answered)
+    for _, _, key, _, e, a in draws:
+        of_key.setdefault(key, []).append((e, a))
+    of_key = {key: np.asarray(ea).reshape(-1, 2) for key, ea in of_key.items()}
+    for row, d, key, spec, e, a in draws:
+        if not ((key is None and always[row]) or (key is not None and spec is not None)):
+            continue
+        entered, answered = of_key[key].T
+        ahead = int(((entered <= d) & (answered > d + 1)).sum()) - int(e <= d < a - 1)
+        b = min(own_part[d + 2:] or [per_step])
+        bound = 2 + ahead // b
+        if d + bound > last or any(k != key for k in keys[d:d + bound + 1]):
+            continue  # the epoch ends first, or the steps draw from another order meanwhile
+        assert any(d <= f <= d + bound and (key is None or s == spec)
+                   for f, s in feeds.get(row, [])), (row, d, bound, feeds.get(row))
 
 
 @SETTINGS
@@ -400,3 +504,45 @@ def test_a_level_smaller_than_a_step_is_refused_or_skipped():
             rows2 = row_stats(dataset2)
             with pytest.raises(ValueError, match=r"curriculum.levels\[0\].input_len: 0 examples"):
                 run.use_data(rows2, BatchPlan(rows2, batch_size=1, seed=0))
+
+
+@pytest.mark.parametrize("short_share", [0.0, 0.5])
+def test_held_rows_are_fed_oldest_first_when_a_level_admits_many(short_share):
+    """Packed, rows of 60-130 tokens in 160-token bins (one or two a bin): at step 4 the next
+    level admits the other half of the rows at once, more than its steps pack (with
+    short_share its own part of the packed rows halves too). Held rows go in oldest first,
+    rows admitted by the step they began to wait: every draw is fed within `check_waits`'
+    bound, and each step feeds the oldest overdue draws (was: longest first, a row drawn at
+    step 2 or 3 fed at step 10 or 11, behind larger rows held later)."""
+    rng = np.random.default_rng(0)
+    lengths = rng.integers(60, 130, 80)
+    dataset = Dataset.from_list([{"input_ids": rng.integers(0, VOCAB, n).tolist(),
+                                  "labels": rng.integers(0, VOCAB, n).tolist()} for n in lengths])
+    result = check_invariants(dict(
+        dataset=dataset, seed=0, world=1, accum=2, packed=True, batch_size=3, steps_per_epoch=12,
+        epochs=1, switches=[], truncate=False, shuffle=False,
+        block={"levels": [{"input_len": 148, "max_steps": 4, "admit": 0.5}, {"input_len": 156}],
+               "short_share": short_share, "budget": "tokens", "difficulty": {"score": "random"}}))
+    if short_share == 0:
+        check_oldest_first(*result, bins=6, n_steps=12)
+
+
+def check_oldest_first(run, recorder, feeds, bins, n_steps):
+    """Packed, one order, one pass, no short part: at every step the `bins` oldest overdue
+    draws (two steps old or more, answered at this step or later, of rows the step's level
+    feeds; oldest by their step, ties longest first) are fed in it: each can open a packed
+    row. A feed answers its row's earliest draw not answered yet; a draw never answered (the
+    pass ended, or a waiting row drawn again) is left out."""
+    pending = []  # (draw step, feed step, row)
+    for row, fs in feeds.items():
+        draws = sorted(d for d, *_ in recorder.draws[row])
+        for f in sorted(f for f, _ in fs):
+            d = next(d for d in draws if d <= f)
+            draws.remove(d)
+            pending.append((d, f, row))
+    for t in range(n_steps):
+        cuts = run.cuts(run.timeline.level_at(t))
+        overdue = [(d, -int(cuts.lengths[r]), f, r) for d, f, r in pending
+                   if t - d >= 2 and f >= t and cuts.fed[r]]
+        oldest = sorted(overdue)[:bins]
+        assert all(f == t for _, _, f, _ in oldest), (t, oldest)

@@ -10,6 +10,9 @@ has exactly one outcome: fed (whole, cut or prompt-cut), skipped (no scored labe
 long for the last level), or waiting (filter mode) until a level feeds or skips it. A row is
 never fed twice in one optimizer step: when the order wraps within a step's window (a level
 admitting fewer rows than the window holds), a row drawn again while in the step is fed once.
+Rows drawn but not fed yet (packing leftovers; rows a mixed step holds back) lead the next step;
+packed, a row left out of two steps goes in first, oldest first, rows a level admits among
+them by the step they began to wait (see `_Stream`).
 """
 
 from __future__ import annotations
@@ -45,6 +48,12 @@ class Mix:
 
 def main_cuts(cuts: Cuts | Mix) -> Cuts:
     return cuts.main if isinstance(cuts, Mix) else cuts
+
+
+def _longest(cuts: Cuts | Mix) -> int:
+    """The longest example a level feeds (a mixed level: its own or a short one)."""
+    parts = (cuts.main, cuts.short) if isinstance(cuts, Mix) else (cuts,)
+    return max(int(c.lengths[c.fed].max()) for c in parts if c.fed.any())
 
 
 class BatchPlan:
@@ -135,9 +144,11 @@ class BatchPlan:
     def largest_batches(self, levels: list[Cuts]) -> list[tuple[int, int, int]]:
         """(rows, tokens per row, longest example) of the largest micro-batches these levels
         can feed: the shapes a pre-flight must fit. Packed: one shape. Unpacked: every level's
-        (examples per batch, longest cut example) that no other level's shape covers."""
+        (examples per batch, longest cut example) that no other level's shape covers. A mixed
+        level's longest example is its own or a short one, whichever is longer (a level whose
+        own examples are all shorter than the first level's cuts feeds those too)."""
         levels = [c for c in levels if main_cuts(c).fed.any()]
-        longest = [int(main_cuts(c).lengths[main_cuts(c).fed].max()) for c in levels]
+        longest = [_longest(c) for c in levels]
         if not levels:  # (a level skipped for want of rows feeds no shape)
             return []
         if self.packed:
@@ -202,16 +213,12 @@ class BatchPlan:
         """A step of a level that keeps short data: the level's examples first, then the short
         ones, none a row the level's part holds (those wait for the next step). Each
         micro-batch takes a part of each; packed, `batch_size` rows in all."""
-        n_main, n_short = self.mix_counts(mix, count)
-        take = self._packed_bins if self.packed else self._plain_rows
-        main = take(stream, mix.main, n_main)
-        stats = stream.end_step()
-        short.begin_step(mix.short, exclude={s[0] for s in _specs(main)})
-        extra = take(short, mix.short, n_short)
-        fed = short.end_step()
+        main, extra = self._mixed_parts(stream, short, mix, count)
+        stats, fed = stream.end_step(), short.end_step()
         for key in FED_COUNTS:  # every fed example counts; the outcomes of rows not fed do not
             stats[key] += fed[key]
         stats["short_examples"], stats["short_tokens"] = fed["examples"], fed["tokens"]
+        main, extra = self._as_specs(main, mix.main), self._as_specs(extra, mix.short)
         # the larger short parts go with the smaller level parts
         batches = [a + b for a, b in zip(_split(main, count), reversed(_split(extra, count)))]
         if not all(batches):  # few rows left to draw: every micro-batch still gets one
@@ -219,30 +226,66 @@ class BatchPlan:
             batches = _split(_fill(both, count) if self.packed else both, count)
         return batches, stats
 
-    def _plain_rows(self, stream: "_Stream", cuts: Cuts, n: int) -> list[Spec]:
-        rows = stream.draw(n)
-        stream.account(rows)
-        return [cuts.spec(r) for r in rows]
+    def _mixed_parts(self, stream: "_Stream", short: "_Stream", mix: Mix,
+                     count: int) -> tuple[list, list]:
+        """The units of a mixed step, the level's part and the short part (packed: bins of
+        them), at least `count` examples in all. Where the short part comes out smaller than
+        planned (few short rows, or their rows in the level's part), the level's own examples
+        fill in, one for one (packed: one packed row for one), none a row the short part
+        holds; where even that leaves fewer examples than micro-batches (a split row's chunks
+        held back by its short example), the short part gives way."""
+        n_main, n_short = self.mix_counts(mix, count)
+        take = self._packed_units if self.packed else self._plain_units
+        main = take(stream, mix.main, n_main)
+        short.begin_step(mix.short, exclude=_rows(main, mix.main))
+        extra = take(short, mix.short, n_short)
+        if len(extra) < n_short:
+            stream.hold_out(_rows(extra, mix.short))
+            main += take(stream, mix.main, n_short - len(extra))
+        if len(_flat(main)) + len(_flat(extra)) < count:
+            short.retract(_flat(extra))
+            extra = []
+            stream.hold_out(set())
+            main += take(stream, mix.main, count - len(_flat(main)))
+        return main, extra
+
+    def _as_specs(self, units: list, cuts: Cuts) -> list:
+        """Drawn units as the micro-batches hold them (packed: bins of them)."""
+        if self.packed:
+            return [[cuts.spec(u) for u in b] for b in units]
+        return [cuts.spec(u) for u in units]
+
+    def _plain_units(self, stream: "_Stream", cuts: Cuts, n: int) -> list[int]:
+        """Up to `n` of this level's units (rows, or a split level's units), accounted."""
+        units = stream.draw(n)
+        stream.account(units)
+        return units
 
     def _plain_step(self, stream: "_Stream", cuts: Cuts, count: int) -> list[list[Spec]]:
-        return _split(self._plain_rows(stream, cuts, count * self.examples_per_batch(cuts)),
-                      count)
+        units = self._plain_units(stream, cuts, count * self.examples_per_batch(cuts))
+        return _split(self._as_specs(units, cuts), count)
 
     def _packed_step(self, stream: "_Stream", cuts: Cuts, count: int,
                      n_bins: int) -> list[list[list[Spec]]]:
-        return _split(_fill(self._packed_bins(stream, cuts, n_bins), count), count)
+        bins = self._as_specs(self._packed_units(stream, cuts, n_bins), cuts)
+        return _split(_fill(bins, count), count)
 
-    def _packed_bins(self, stream: "_Stream", cuts: Cuts, n_bins: int) -> list[list[Spec]]:
-        """Up to `n_bins` packed rows of this level's examples (fewer if few rows are left)."""
+    def _packed_units(self, stream: "_Stream", cuts: Cuts, n_bins: int) -> list[list[int]]:
+        """Up to `n_bins` packed rows of this level's units (fewer if few rows are left)."""
         if n_bins == 0:
             return []
         # budget examples: pack by full length (the examples a full-length step would hold)
         sizes = (np.minimum(stream.rows.lengths, self.capacity) if self.budget == "examples"
                  else cuts.lengths)
         cands = stream.draw(0)  # what earlier steps left over
-        # Rows left over twice go in first, so no row waits more than two steps.
-        overdue = [r for r in cands if stream.left_over.get(r, 0) >= 2]
-        cands = overdue + [r for r in cands if stream.left_over.get(r, 0) < 2]
+        # Rows left out of two steps go in first, oldest first. The first `n_bins` rows of the
+        # order always go in (each can open a bin), so every step feeds the oldest `n_bins` of
+        # them at least: a bound on a row's wait (see `_Stream`), not two steps for every row
+        # (more rows can be left over twice than the bins hold: after rows are admitted, a
+        # level's rows got longer, or its own part of the packed rows shrank).
+        overdue = sorted((r for r in cands if stream.overdue(r)),
+                         key=lambda r: (stream.since[r], -sizes[r]))
+        cands = overdue + [r for r in cands if not stream.overdue(r)]
         held = len(overdue)
         # Twice the tokens the bins hold: first-fit-decreasing then has small pieces left to
         # fill the gaps (about as dense as Axolotl's whole-epoch packing); what is left over
@@ -257,8 +300,7 @@ class BatchPlan:
                 cands += more
                 total += int(sizes[more].sum())
             new = np.asarray(cands[held:], dtype=np.int64)
-            order = (sorted(cands[:held], key=lambda r: -sizes[r])
-                     + new[np.argsort(-sizes[new], kind="stable")].tolist())
+            order = cands[:held] + new[np.argsort(-sizes[new], kind="stable")].tolist()
             bins = [[order[p] for p in b]
                     for b in self.pack(sizes[order], self.capacity, n_bins, self.bin_size)]
             if len(bins) >= n_bins or exhausted:
@@ -268,7 +310,7 @@ class BatchPlan:
         placed = {r for b in bins for r in b}
         stream.give_back([r for r in cands if r not in placed])
         stream.account([r for b in bins for r in b])
-        return [[cuts.spec(r) for r in b] for b in bins]
+        return bins
 
 
 def _fill(bins: list[list[Spec]], count: int) -> list[list[Spec]]:
@@ -280,9 +322,15 @@ def _fill(bins: list[list[Spec]], count: int) -> list[list[Spec]]:
     return bins
 
 
-def _specs(batch: list) -> list[Spec]:
-    """The examples of a micro-batch (packed: of its bins)."""
-    return [s for item in batch for s in (item if isinstance(item, list) else [item])]
+def _flat(items: list) -> list:
+    """The examples of a micro-batch or the units of a step's part (packed: of its bins)."""
+    return [s for item in items for s in (item if isinstance(item, list) else [item])]
+
+
+def _rows(units: list, cuts: Cuts) -> set[int]:
+    """The rows of a step part's units (packed: bins of them)."""
+    flat = np.asarray(_flat(units), dtype=np.int64)
+    return set((cuts.row_of[flat] if cuts.row_of is not None else flat).tolist())
 
 
 def _split(items: list, count: int) -> list[list]:
@@ -297,9 +345,19 @@ def _split(items: list, count: int) -> list[list]:
 class _Stream:
     """An epoch's rows in order, with rows held over and rows waiting for a longer level.
 
-    `held`: rows drawn but not fed yet (packing leftovers); they lead the next step, and a row
-    left out twice goes in first. `waiting`: rows a filter level does not admit yet; a level that admits
-    them feeds them first; one that will never admit them skips them (counted).
+    `held`: rows drawn but not fed yet (packing leftovers, rows a mixed step holds back); they
+    lead the next step. Packed, a held row left out of two of this stream's steps is overdue
+    and goes in first, oldest first (`since`: the step it joined the held rows, or began to
+    wait; ties longest first). A step's first `n_bins` rows always go in (each can open a
+    bin), so a step feeds its `n_bins` oldest overdue rows (all, if fewer) and a row that
+    joins later queues behind: a level's own row left over at step d is fed by step
+    d + 2 + A // b, A: the rows held or waiting before it that are fed by then, b: the fewest
+    packed rows of the level's own a step gets. Not two steps for every row: a bin takes only
+    so many rows, and a level that admits many waiting rows at once (or whose rows got
+    longer, or whose own part of the packed rows shrank) can hold more rows than a step packs.
+    `waiting`: rows a filter level does not admit yet; a level that admits them feeds them
+    among the held rows by age (a row that waited since step 1 before one left over at step
+    5); one that will never admit them skips them (counted).
     """
 
     def __init__(self, order: Iterator[int], rows: Rows):
@@ -308,7 +366,8 @@ class _Stream:
         self.held: list[int] = []
         self.waiting: dict[int, None] = {}  # insertion-ordered set
         self.in_step: set[int] = set()
-        self.left_over: dict[int, int] = {}  # packing: steps a held row was left out of
+        self.steps = 0  # steps that drew from this stream
+        self.since: dict[int, int] = {}  # a held or waiting row: the step its wait began
         self.exclude: set[int] = set()  # rows another stream feeds in this step
         self.excluded: set[int] = set()  # units of them drawn in this step (held over)
         self.cuts: Cuts | None = None
@@ -319,15 +378,28 @@ class _Stream:
         are held over to the next step."""
         self.stats = dict.fromkeys(STEP_COUNTS, 0)
         self.in_step = set()
-        self.exclude = exclude or set()
-        self.excluded: set[int] = set()
+        self.hold_out(exclude or set())
         self.available = int(cuts.fed.sum())
+        self.steps += 1
         if cuts is not self.cuts:  # a new level: settle what waited, re-check what was held
             self.cuts = cuts
             admitted = [r for r in self.waiting if not cuts.waits[r]]
             for r in admitted:  # fed first, or skipped if this level will never feed it
                 del self.waiting[r]
             self.held = [r for r in admitted + self.held if self._outcome(r)]
+            # a row's wait counts from its first draw (a waiting row: the step it began to
+            # wait), so rows a level admits queue among the held ones by age
+            self.since = {r: self.since.get(r, self.steps)
+                          for r in (*self.held, *self.waiting)}
+
+    def hold_out(self, rows: set[int]) -> None:
+        """From now on in this step, units of these rows (another stream feeds them in this
+        step) are held over to the next step."""
+        self.exclude, self.excluded = rows, set()
+
+    def overdue(self, row: int) -> bool:
+        """Held, left out of two of this stream's steps already."""
+        return self.steps - self.since.get(row, self.steps) >= 2
 
     def end_step(self) -> dict:
         self.stats["waiting"] = len(self.waiting)
@@ -355,6 +427,7 @@ class _Stream:
                 continue
             if self._excluded(row):  # its row is in the step already: it leads the next one
                 self.held.append(row)
+                self.since.setdefault(row, self.steps)
                 continue
             self.in_step.add(row)
             out.append(row)
@@ -372,21 +445,27 @@ class _Stream:
     def give_back(self, rows: list[int]) -> None:
         """Rows drawn for this step but not placed: they lead the next step."""
         self.in_step.difference_update(rows)
-        self.left_over = {r: self.left_over.get(r, 0) + 1 for r in rows}
+        for r in rows:
+            self.since.setdefault(r, self.steps)
         self.held = rows + self.held
 
-    def account(self, rows: list[int]) -> None:
+    def retract(self, rows: list[int]) -> None:
+        """Rows fed (accounted) in this step, taken out again: they lead the next step."""
+        self.account(rows, sign=-1)
+        self.give_back(rows)
+
+    def account(self, rows: list[int], sign: int = 1) -> None:
         cuts = self.cuts
+        for r in rows:
+            self.since.pop(r, None)
         fed = cuts.lengths[rows]
         full = self.rows.lengths[rows]
         chunks = cuts.chunks[rows]
         moved = ((cuts.head[rows] > 0) | (cuts.start[rows] > 0)) & ~chunks
-        self.stats["examples"] += len(rows)
-        self.stats["chunks"] += int(chunks.sum())
-        self.stats["tokens"] += int(fed.sum())
-        self.stats["tokens_cut"] += int((full - fed).sum())
-        self.stats["prompt_cut"] += int(moved.sum())
-        self.stats["cut"] += int(((fed < full) & ~moved).sum())
+        for key, n in (("examples", len(rows)), ("chunks", chunks.sum()), ("tokens", fed.sum()),
+                       ("tokens_cut", (full - fed).sum()), ("prompt_cut", moved.sum()),
+                       ("cut", ((fed < full) & ~moved).sum())):
+            self.stats[key] += sign * int(n)
 
     def _outcome(self, row: int) -> bool:
         """Whether `row` can be fed at this level; if not, it waits or is skipped (counted)."""
@@ -396,6 +475,7 @@ class _Stream:
         if cuts.waits[row]:
             if row not in self.waiting:
                 self.waiting[row] = None
+                self.since.setdefault(row, self.steps)
                 self.stats["deferred"] += 1
         elif cuts.too_long[row]:
             self.stats["skipped_too_long"] += 1

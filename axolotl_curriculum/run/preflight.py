@@ -67,7 +67,8 @@ class Preflights:
     def run(self, shapes: list[tuple[int, int, int]]) -> list[tuple[int, int, int]]:
         """Pre-flight the shapes no earlier one covers (a re-score can widen an unpacked
         micro-batch under a token budget); returns them."""
-        new = [s for s in shapes if not any(o[0] >= s[0] and o[1] >= s[1] for o in self.done)]
+        new = [s for s in shapes
+               if not any(o[0] >= s[0] and o[1] >= s[1] and o[2] >= s[2] for o in self.done)]
         if new and self.at is not None:
             self.at(new)
             self.done += new
