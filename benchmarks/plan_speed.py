@@ -1,10 +1,12 @@
 """Time to plan an epoch of packed batches for 100k examples: ours per level vs Axolotl's packing.
 
-    .venv/bin/python benchmarks/plan_speed.py [--n 100000] [--rounds 3]
+    .venv/bin/python benchmarks/plan_speed.py [--n 100000] [--rounds 3] [--memory]
 
 Lengths are long-tailed (log-normal, median ~300 tokens, capped at sequence_len 2048). Both
 sides pack the same lengths into rows of 2048 tokens, 4 rows per micro-batch; each side is timed
-in the same process, alternating, and the median of the rounds is reported.
+in the same process, alternating, and the median of the rounds is reported. `--memory`: the
+peak memory each side allocates while it plans (tracemalloc, which numpy reports to), once,
+after the timed rounds.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ from __future__ import annotations
 import argparse
 import statistics
 import time
+import tracemalloc
 
 import numpy as np
 from torch.utils.data import RandomSampler
@@ -52,6 +55,7 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--n", type=int, default=100_000)
     ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--memory", action="store_true")
     args = ap.parse_args()
     lengths = lengths_for(args.n)
     time_axolotl(lengths[:1000]), time_ours(lengths[:1000], 64, 8)  # numba compile
@@ -76,6 +80,16 @@ def main() -> None:
         med = statistics.median(times)
         print(f"| {name} | {med:.3f} | {med / base:.2f} |")
     print(f"| first scored label of every row (label scan, once per run) | {label_scan:.3f} | - |")
+    if args.memory:
+        print("\n| what | peak MiB allocated while planning |\n|---|---|")
+        for name, fn in (("axolotl generate_batches", lambda: time_axolotl(lengths)),
+                         ("curriculum plan, input_len 256",
+                          lambda: time_ours(lengths, 256, n_batches))):
+            tracemalloc.start()
+            fn()
+            peak = tracemalloc.get_traced_memory()[1]
+            tracemalloc.stop()
+            print(f"| {name} | {peak / 2**20:.1f} |")
 
 
 if __name__ == "__main__":

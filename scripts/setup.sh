@@ -2,6 +2,7 @@
 # Set up the development environments on a fresh machine (Python 3.11, CPU):
 #   .venv              axolotl 0.19.0 (the default; the whole test suite runs here)
 #   .venv-axolotl-0.21 axolotl 0.21.0 (the e2e tests run here too)
+#   the real model     SmolLM2-135M-Instruct converted from PyPI (testing/real_model.py)
 # Each venv is built once under $AXOLOTL_CURRICULUM_CACHE (default ~/.cache/axolotl-curriculum),
 # keyed by a hash of the files that pin it, and linked into the checkout; this package is
 # installed into it in editable mode every time (cheap).
@@ -27,6 +28,8 @@ build() {  # build NAME REQUIREMENTS INSTALL-COMMAND...
         touch "$dir/.complete"
     fi
     ln -sfn "$dir" "$name"
+    # the real model's file and reader (pinned; --no-deps: see requirements/real-model.txt)
+    "$name/bin/pip" install -q --no-deps -r requirements/real-model.txt
     "$name/bin/pip" install -q --no-deps --no-build-isolation -e .
     "$name/bin/python" -c "import axolotl, torch; print('setup: $name axolotl', axolotl.__version__, 'torch', torch.__version__)"
 }
@@ -42,3 +45,7 @@ install_021() {
 
 build .venv requirements/axolotl-0.19.txt install_019
 build .venv-axolotl-0.21 requirements/axolotl-0.21.txt install_021
+# the real pretrained model (SmolLM2-135M-Instruct from its PyPI wheel), converted once
+model=$(.venv/bin/python -m axolotl_curriculum.testing.real_model 2>"$cache/real-model.log") \
+    || { cat "$cache/real-model.log"; echo "setup: converting the real model failed"; exit 1; }
+echo "setup: real model $model"

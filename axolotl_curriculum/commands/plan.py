@@ -153,8 +153,8 @@ def planned_run(cfg, meta, curriculum: Curriculum, config: Path, settings: dict)
     the collator's padding, the difficulty scores. Returns (run, rows, scores)."""
     from ..integrations.plugin import axolotl_pack
 
-    mask = boundaries(cfg, curriculum)
-    rows = row_stats(meta.train_dataset, mask)
+    mask, turn_ids = boundaries(cfg, curriculum)
+    rows = row_stats(meta.train_dataset, mask, turn_ids)
     scores = None
     if curriculum.difficulty is not None:
         if curriculum.difficulty.score in MODEL_SCORES:

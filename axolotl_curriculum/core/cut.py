@@ -48,6 +48,8 @@ class Rows:
     boundaries: np.ndarray | None = None   # segment cuts: sorted flat positions of boundary tokens
     all_scored: np.ndarray | None = None   # split: every label after the first is scored
                                            # (None: rows whose first scored label is 1)
+    turn_ends: np.ndarray | None = None    # segment cuts: sorted flat positions of end-of-turn
+                                           # tokens (a chat row holds two or more)
 
     @property
     def trainable(self) -> np.ndarray:
@@ -116,6 +118,46 @@ def _segment_end(rows: Rows, input_len: int, window: float) -> np.ndarray:
     return np.where(use, pos + 1, end)
 
 
+@dataclass
+class _TurnCut:
+    """Chat rows longer than a level, cut at a turn's end: `whole` rows keep their first
+    exchanges whole (`end`); `moved` rows, whose first trained turn does not fit with all
+    that comes before it, keep that turn whole with the prompt's end (`head`, `start`,
+    `answer_end`)."""
+
+    whole: np.ndarray
+    end: np.ndarray
+    moved: np.ndarray
+    head: int
+    start: np.ndarray
+    answer_end: np.ndarray
+
+
+def _turn_cut(rows: Rows, input_len: int, keep_prompt_head: int) -> _TurnCut:
+    """A chat row (two end-of-turn tokens or more) is cut after the last turn end that leaves
+    a trained token within input_len, with no window: a cut mid-turn would train an answer
+    without its end, or a question without its answer. Where even its first trained turn does
+    not fit, `prompt_cut: left` may keep that turn whole behind the prompt's end."""
+    starts, lengths, first = rows.starts, rows.lengths, rows.first_label
+    t = np.append(rows.turn_ends, -1)  # (a sentinel: indexing never runs off the end)
+
+    def after(positions):  # each row's position just after the turn end found at `positions`
+        return t[positions] - starts + 1
+
+    lo = np.searchsorted(t[:-1], starts, side="left")
+    hi = np.searchsorted(t[:-1], starts + lengths, side="left")
+    chat = (hi - lo >= 2) & (lengths > input_len)
+    k = np.searchsorted(t[:-1], starts + np.minimum(lengths, input_len), side="left") - 1
+    end = np.where(k >= lo, after(k), 0)
+    whole = chat & (first < end) & (end >= 2)
+    j = np.searchsorted(t[:-1], starts + np.minimum(first, lengths), side="left")
+    answer_end = np.where(j < hi, after(j), lengths)
+    h = min(keep_prompt_head, max(input_len - 2, 0))
+    start = np.maximum(answer_end - (input_len - h), h)
+    moved = chat & ~whole & (first < lengths) & ((start < first) | ((h > 0) & (start == first)))
+    return _TurnCut(whole, end, moved, h, start, answer_end)
+
+
 def level_cuts(rows: Rows, input_len: int, mode: str = "head", *, window: float = 0.5,
                prompt_cut: str = "left", keep_prompt_head: int = 0,
                last_level: bool = False, truncate_excess: bool = False) -> Cuts:
@@ -142,8 +184,12 @@ def level_cuts(rows: Rows, input_len: int, mode: str = "head", *, window: float 
         head_cut = level_cuts(rows, input_len, "head", prompt_cut=prompt_cut,
                               keep_prompt_head=keep_prompt_head)
         return split_cuts(rows, input_len, head_cut)
+    turns = None
     if mode == "segment":
         end = _segment_end(rows, input_len, window)
+        if rows.turn_ends is not None:
+            turns = _turn_cut(rows, input_len, keep_prompt_head)
+            end = np.where(turns.whole, turns.end, end)
     else:
         end = np.minimum(lengths, input_len)
     fed = (first < end) & (end >= 2)
@@ -161,6 +207,11 @@ def level_cuts(rows: Rows, input_len: int, mode: str = "head", *, window: float 
         start = np.where(move, s, 0)
         end = np.where(move, e, end)
         fed = fed | move
+        if turns is not None:  # a chat row keeps its first trained turn whole where it fits
+            head = np.where(turns.moved, turns.head, head)
+            start = np.where(turns.moved, turns.start, start)
+            end = np.where(turns.moved, turns.answer_end, end)
+            fed = fed | turns.moved
     no = np.zeros(n, dtype=bool)
     return Cuts(head, start, end, fed, no, no.copy())
 

@@ -36,7 +36,8 @@ def _flat(column) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     return np.concatenate(starts), np.concatenate(lengths), np.concatenate(values)
 
 
-def rows_for(curriculum: Curriculum, dataset, tokenizer) -> tuple[Rows, np.ndarray | None]:
+def rows_for(curriculum: Curriculum, dataset, tokenizer,
+             eot_tokens: list[str] | None = None) -> tuple[Rows, np.ndarray | None]:
     """The rows' statistics for a run of `curriculum`, with the boundary mask where segments
     are looked for (segment cuts, the `segments` score)."""
     if not curriculum.needs_boundaries:
@@ -49,11 +50,14 @@ def rows_for(curriculum: Curriculum, dataset, tokenizer) -> tuple[Rows, np.ndarr
             f"curriculum.{'truncation' if 'segment' in modes else 'difficulty'}: segments are "
             "found with the tokenizer's boundary tokens; pass tokenizer= to train_loader")
     mask = boundary_mask(tokenizer, curriculum.boundaries or DEFAULT_BOUNDARIES)
-    return row_stats(dataset, mask), mask
+    return row_stats(dataset, mask, turn_end_ids(tokenizer, eot_tokens)), mask
 
 
-def row_stats(dataset, is_boundary: np.ndarray | None = None) -> Rows:
-    """Lengths, first scored labels and (if asked) boundary positions of a `datasets.Dataset`.
+def row_stats(dataset, is_boundary: np.ndarray | None = None,
+              turn_ids: np.ndarray | None = None) -> Rows:
+    """Lengths, first scored labels and (if asked) boundary positions of a `datasets.Dataset`;
+    with `turn_ids` (the end-of-turn token ids) too the positions of turn ends, where a
+    segment cut ends a chat row.
 
     Labels: `labels` (-100 = not scored), else TRL's `completion_mask`, else every token after
     the first. An index mapping (`select`, `shuffle`, `filter` without flatten) is honoured.
@@ -71,9 +75,11 @@ def row_stats(dataset, is_boundary: np.ndarray | None = None) -> Rows:
     else:
         first = np.where(lengths >= 2, 1, NO_LABEL)
         all_scored = lengths >= 2
-    boundaries = None
+    boundaries = turn_ends = None
     if is_boundary is not None:
         boundaries = np.flatnonzero(is_boundary[np.clip(ids, 0, len(is_boundary) - 1)])
+        if turn_ids is not None:
+            turn_ends = np.flatnonzero(np.isin(ids, turn_ids))
     else:
         starts = None
     del ids
@@ -81,7 +87,7 @@ def row_stats(dataset, is_boundary: np.ndarray | None = None) -> Rows:
     if idx is not None:
         lengths, first, all_scored = lengths[idx], first[idx], all_scored[idx]
         starts = starts[idx] if starts is not None else None
-    return Rows(lengths, first, starts, boundaries, all_scored)
+    return Rows(lengths, first, starts, boundaries, all_scored, turn_ends)
 
 
 def _all_scored(starts: np.ndarray, lengths: np.ndarray, scored: np.ndarray) -> np.ndarray:
@@ -145,6 +151,16 @@ def content_digest(dataset, columns: tuple[str, ...] = ("input_ids", "labels", "
     if index is not None:
         h.update(np.ascontiguousarray(index))
     return h.hexdigest()
+
+
+def turn_end_ids(tokenizer, eot_tokens: list[str] | None = None) -> np.ndarray:
+    """The token ids that end a chat turn: Axolotl's `eot_tokens` where set, else the
+    tokenizer's eos (Axolotl's chat_template default, and ChatML's `<|im_end|>` where a
+    model's eos is set to it)."""
+    tokens = eot_tokens or [tokenizer.eos_token]
+    ids = [tokenizer.convert_tokens_to_ids(t) for t in tokens if t is not None]
+    return np.asarray([i for i in ids if i is not None and i != tokenizer.unk_token_id],
+                      dtype=np.int64)
 
 
 def boundary_mask(tokenizer, marks: list[str] | tuple[str, ...]) -> np.ndarray:

@@ -164,4 +164,4 @@ class CurriculumPlugin(BasePlugin):
                    sequence_len=cfg.sequence_len,
                    # next to Axolotl's prepared dataset (its default folder when unset)
                    score_cache=Path(cfg.dataset_prepared_path or DEFAULT_DATASET_PREPARED_PATH)
-                   / SCORE_FOLDER)
+                   / SCORE_FOLDER, eot_tokens=cfg.eot_tokens)

@@ -18,7 +18,7 @@ import numpy as np
 
 from ..core.config import Curriculum
 from ..core.errors import CurriculumError
-from ..data.rows import boundary_mask, row_stats
+from ..data.rows import boundary_mask, row_stats, turn_end_ids
 from ..run.projection import run_for
 
 
@@ -31,15 +31,18 @@ def plain(value: Any) -> Any:
     return value
 
 
-def boundaries(cfg, curriculum: Curriculum) -> np.ndarray | None:
-    """Which token ids end a segment, where the curriculum needs it (loads only the tokenizer)."""
+def boundaries(cfg, curriculum: Curriculum) -> tuple[np.ndarray | None, np.ndarray | None]:
+    """Which token ids end a segment and which end a chat turn (Axolotl's `eot_tokens`, else
+    eos), where the curriculum needs them (loads only the tokenizer)."""
     if not curriculum.needs_boundaries:
-        return None
+        return None, None
     from axolotl.loaders import load_tokenizer
 
     from ..core.cut import DEFAULT_BOUNDARIES
 
-    return boundary_mask(load_tokenizer(cfg), curriculum.boundaries or DEFAULT_BOUNDARIES)
+    tokenizer = load_tokenizer(cfg)
+    return (boundary_mask(tokenizer, curriculum.boundaries or DEFAULT_BOUNDARIES),
+            turn_end_ids(tokenizer, cfg.get("eot_tokens")))
 
 
 def run_settings(cfg, world_size: int | None = None) -> dict[str, Any]:
@@ -91,10 +94,11 @@ def check_levels(cfg, meta, curriculum: Curriculum | None = None) -> None:
         needed = "short" if probes.short else "position_loss"
         raise CurriculumError(f"curriculum.probes.{needed}: needs held-out rows: set "
                               "val_set_size (e.g. 0.05) or test_datasets")
-    mask = boundaries(cfg, curriculum)
+    mask, turn_ids = boundaries(cfg, curriculum)
     total_steps = int(cfg.max_steps or meta.total_num_steps or 1)
     with _quiet():  # the run logs its own choices later, when it trains
-        run = run_for(row_stats(meta.train_dataset, mask), curriculum, total_steps=total_steps,
+        run = run_for(row_stats(meta.train_dataset, mask, turn_ids), curriculum,
+                      total_steps=total_steps,
                       **run_settings(cfg))
     run.curriculum.check_run_length(total_steps,
                                     length_from="max_steps" if cfg.max_steps else "num_epochs")

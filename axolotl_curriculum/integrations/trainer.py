@@ -171,7 +171,8 @@ def default_resume_dir(args, state) -> Path:
 def attach(trainer, curriculum: Curriculum | dict, pack: Packer | None = None,
            resume_dir: Callable[[Any, Any], Path | None] = default_resume_dir,
            truncate_excess: bool = False, sequence_len: int | None = None,
-           score_cache: str | Path | None = None) -> CurriculumRun:
+           score_cache: str | Path | None = None,
+           eot_tokens: list[str] | None = None) -> CurriculumRun:
     """Give `trainer` the curriculum: its train dataloader, batch measurements and log metrics.
 
     `curriculum`: the `curriculum:` block, as a `Curriculum` or the plain dict of its YAML.
@@ -179,6 +180,8 @@ def attach(trainer, curriculum: Curriculum | dict, pack: Packer | None = None,
     `excess_length_strategy: truncate`) instead of skipped. `sequence_len`: the longest row
     trained on, for `levels: auto` (default: the dataset's longest row). `score_cache`: the
     folder of cached difficulty scores (default: `curriculum_scores` under output_dir).
+    `eot_tokens`: the tokens that end a chat turn, where a segment cut ends a chat row
+    (Axolotl's key of that name; default: the tokenizer's eos).
     """
     curriculum = Curriculum.model_validate(curriculum)
     args = trainer.args
@@ -194,7 +197,8 @@ def attach(trainer, curriculum: Curriculum | dict, pack: Packer | None = None,
         grad_accum=args.gradient_accumulation_steps,
         reduce_mean=lambda t: trainer.accelerator.reduce(t, reduction="mean"),
         truncate_excess=truncate_excess, pad_token_id=getattr(tokenizer, "pad_token_id", None),
-        score_cache=Path(score_cache or Path(args.output_dir) / SCORE_FOLDER))
+        score_cache=Path(score_cache or Path(args.output_dir) / SCORE_FOLDER),
+        eot_tokens=eot_tokens)
     callback = CurriculumCallback(trainer, run, resume_dir)
     trainer.get_train_dataloader = lambda: train_dataloader(trainer, run, pack, sequence_len)
 

@@ -56,7 +56,7 @@ class CurriculumRun:
                  world_size: int = 1, grad_accum: int = 1,
                  reduce_mean: Callable[[torch.Tensor], torch.Tensor] | None = None,
                  truncate_excess: bool = False, pad_token_id: int | None = None,
-                 score_cache=None):
+                 score_cache=None, eot_tokens: list[str] | None = None):
         self.curriculum = (curriculum if isinstance(curriculum, Curriculum)
                            else Curriculum.model_validate(curriculum))
         self.rank, self.world_size, self.grad_accum = rank, world_size, grad_accum
@@ -64,6 +64,7 @@ class CurriculumRun:
         self.reduce_mean = reduce_mean or (lambda t: t)
         self.truncate_excess = truncate_excess
         self.pad_token_id = pad_token_id
+        self.eot_tokens = eot_tokens  # segment cuts end a chat row after one (default: eos)
         self.scoring = Scores(self.curriculum.difficulty, rank=rank, world_size=world_size,
                               reduce_mean=self.reduce_mean, pad_token_id=pad_token_id,
                               cache_dir=score_cache)
@@ -175,7 +176,7 @@ class CurriculumRun:
         the model runs on. `eval_dataset`: held-out rows for the probes (`short`,
         `position_loss`); the probes run `model` in `on_step_end`.
         """
-        rows, mask = rows_for(self.curriculum, dataset, tokenizer)
+        rows, mask = rows_for(self.curriculum, dataset, tokenizer, self.eot_tokens)
         scores = (self.scoring.initial(dataset if scores_from is None else scores_from, rows,
                                        mask, model, batch_size, tokenizer)
                   if self.curriculum.difficulty else None)
