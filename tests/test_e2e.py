@@ -137,7 +137,6 @@ def test_two_ranks_unpacked_token_budget_with_eval_over_epochs(axolotl_train):
     assert_report(run.out)
 
 
-@pytest.mark.axolotl_api
 def test_levels_auto_end_to_end(axolotl_train):
     """`levels: auto` chooses the ladder from the data and the run's 30 steps, logs it at the
     start, trains it, and `plan` on the same config shows the same ladder."""

@@ -80,7 +80,6 @@ def test_segment_mode_with_prompt_cuts(axolotl_train, instructions):
     assert_cli_plan_equals_training(run, run.out.parent / "plan")
 
 
-@pytest.mark.axolotl_api
 def test_filter_mode_defers_long_rows_until_a_level_admits_them(axolotl_train, instructions):
     levels = [{"input_len": 48, "max_steps": 8}, {"input_len": 80, "max_steps": 8}, {"input_len": 128}]
     run = axolotl_train(**alpaca(instructions), probe=True,

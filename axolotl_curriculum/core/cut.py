@@ -96,6 +96,15 @@ class Cuts:
         return self.head + self.end - self.start
 
     @cached_property
+    def n_fed(self) -> int:
+        """How many units this level feeds (asked every step: counted once)."""
+        return int(self.fed.sum())
+
+    @cached_property
+    def mean_fed_length(self) -> float:
+        return float(self.lengths[self.fed].mean()) if self.n_fed else 0.0
+
+    @cached_property
     def chunks(self) -> np.ndarray:
         return self.chunk if self.chunk is not None else np.zeros(len(self.head), dtype=bool)
 

@@ -119,10 +119,10 @@ class BatchPlan:
         return max(1, int(self._rate(cuts)))
 
     def _rate(self, cuts: Cuts, share: float = 1.0) -> float:
-        if not cuts.fed.any():  # (a first level left with no rows feeds no short examples)
+        if not cuts.n_fed:  # (a first level left with no rows feeds no short examples)
             return 0.0
         if self.budget == "tokens":  # as many tokens per batch as full-length examples bring
-            return share * self.batch_size * self._full_mean / float(cuts.lengths[cuts.fed].mean())
+            return share * self.batch_size * self._full_mean / cuts.mean_fed_length
         return share * self.batch_size
 
     def mix_rates(self, mix: Mix) -> tuple[float, float]:
@@ -185,8 +185,8 @@ class BatchPlan:
             cuts = main_cuts(planned)
             stream = self._stream(streams, epoch, cuts)
             count = min(batches_per_step, n_batches - emitted)
-            if int(cuts.fed.sum()) < count:
-                raise ValueError(f"a level feeds {int(cuts.fed.sum())} examples, fewer than the "
+            if cuts.n_fed < count:
+                raise ValueError(f"a level feeds {cuts.n_fed} examples, fewer than the "
                                  f"{count} micro-batches of one optimizer step")
             stream.begin_step(cuts)
             if isinstance(planned, Mix):
@@ -275,8 +275,7 @@ class BatchPlan:
         if n_bins == 0:
             return []
         # budget examples: pack by full length (the examples a full-length step would hold)
-        sizes = (np.minimum(stream.rows.lengths, self.capacity) if self.budget == "examples"
-                 else cuts.lengths)
+        sizes = stream.capped(self.capacity) if self.budget == "examples" else cuts.lengths
         cands = stream.draw(0)  # what earlier steps left over
         # Rows left out of two steps go in first, oldest first. The first `n_bins` rows of the
         # order always go in (each can open a bin), so every step feeds the oldest `n_bins` of
@@ -371,6 +370,7 @@ class _Stream:
         self.exclude: set[int] = set()  # rows another stream feeds in this step
         self.excluded: set[int] = set()  # units of them drawn in this step (held over)
         self.cuts: Cuts | None = None
+        self._capped: np.ndarray | None = None
         self.stats: dict = {}
 
     def begin_step(self, cuts: Cuts, exclude: set[int] | None = None) -> None:
@@ -379,7 +379,7 @@ class _Stream:
         self.stats = dict.fromkeys(STEP_COUNTS, 0)
         self.in_step = set()
         self.hold_out(exclude or set())
-        self.available = int(cuts.fed.sum())
+        self.available = cuts.n_fed
         self.steps += 1
         if cuts is not self.cuts:  # a new level: settle what waited, re-check what was held
             self.cuts = cuts
@@ -391,6 +391,12 @@ class _Stream:
             # wait), so rows a level admits queue among the held ones by age
             self.since = {r: self.since.get(r, self.steps)
                           for r in (*self.held, *self.waiting)}
+
+    def capped(self, capacity: int) -> np.ndarray:
+        """The rows' full lengths, at most `capacity` (computed once, not every step)."""
+        if self._capped is None:
+            self._capped = np.minimum(self.rows.lengths, capacity)
+        return self._capped
 
     def hold_out(self, rows: set[int]) -> None:
         """From now on in this step, units of these rows (another stream feeds them in this
