@@ -3,6 +3,7 @@
     .venv/bin/python benchmarks/experiment.py                  # default preset, <= 30 min, 2 cores
     .venv/bin/python benchmarks/experiment.py --preset full    # docs/results.md (hours; resumable)
     .venv/bin/python benchmarks/experiment.py --size gpu       # a larger model, on a GPU machine
+    .venv/bin/python benchmarks/experiment.py --size real      # SmolLM2-135M, LoRA, chat data
     .venv/bin/python benchmarks/experiment.py --train my.jsonl --test my_test.jsonl --format alpaca
 
 Every run goes through the real `axolotl train`. In the fine-tuning setting a base model is
@@ -42,6 +43,9 @@ SIZES = {
                  pretrain_mbs=2, steps=24, mbs=2, lr=1e-3, eval_every=6, train_rows=600,
                  test_rows=40, scratch_hidden=32, scratch_layers=2, scratch_seq=128,
                  scratch_steps=24, scratch_lr=2e-3),
+    # SmolLM2-135M-Instruct (testing/real_model.py) with LoRA on docstring chats (fp32 on CPU)
+    "real": dict(seq=256, steps=120, mbs=2, lr=2e-4, eval_every=25, train_rows=2000,
+                 test_rows=40),
     "gpu": dict(vocab=16384, hidden=512, layers=8, seq=2048, pretrain_steps=4000, pretrain_lr=1e-3,
                 pretrain_mbs=16, steps=1500, mbs=8, lr=2e-4, eval_every=50, train_rows=40000,
                 test_rows=400, scratch_hidden=512, scratch_layers=8, scratch_seq=1024,
@@ -66,6 +70,10 @@ PRESETS = {
                               "lora": dict(arms=("baseline", "staircase", "warmup_shuffle"),
                                            grid_warmup=(0.2,), headline_seeds=3, sweep_lr=(),
                                            schedules=False)}),
+    # the real model (--size real): the arms that decide, no tuning grid, 3 seeds
+    "real": dict(settings=("real",), seeds=3, headline_seeds=3,
+                 arms=("baseline", "staircase", "warmup_shuffle"), grid_lr=(1.0,),
+                 grid_warmup=(0.1,), sweep_lr=(), schedules=False),
     "smoke": dict(settings=("finetune", "scratch", "lora"), seeds=2, headline_seeds=2,
                   arms=("baseline", "staircase", "one_word", "warmup_shuffle"), grid_lr=(1.0,),
                   grid_warmup=(0.02, 0.2), sweep_lr=(8.0,), schedules=True),
@@ -88,6 +96,8 @@ def settings(name: str, work: Path, size: dict, args) -> Setting:
             work, {**data, "pretrain": data["train"]}, size)
         return Setting(name, model, data, size["seq"], size["steps"], size["mbs"], size["lr"],
                        size["eval_every"], extra)
+    if name == "real":
+        return real_setting(work, size)
     if name == "scratch":
         seq = size["scratch_seq"]
         data = datasets.scratch_data(work / "data-scratch", seq=seq, train_rows=1500,
@@ -110,6 +120,28 @@ def settings(name: str, work: Path, size: dict, args) -> Setting:
                   ("lora_mlp_kernel", False), ("lora_qkv_kernel", False), ("lora_o_kernel", False))
         setting = replace(setting, lr=size["lr"] * 5, extra=extra)
     return setting
+
+
+def real_setting(work: Path, size: dict) -> Setting:
+    """SmolLM2-135M-Instruct fine-tuned with LoRA on multi-turn docstring chats in its own
+    template (Axolotl's chat_template), held out: chats of other docstrings."""
+    from axolotl_curriculum.testing.real_model import build, write_chats
+
+    folder = work / "data-real"
+    train = write_chats(folder / "train.jsonl", size["train_rows"], seed=0, part="train")
+    test = write_chats(folder / "test.jsonl", size["test_rows"], seed=1, part="test")
+    chat = {"type": "chat_template", "ds_type": "json", "field_messages": "messages",
+            "roles_to_train": ["assistant"], "train_on_eos": "turn"}
+    data = {"train": train, "test": test, "datasets": [{"path": str(train), **chat}],
+            "format": "chat_template", "hash": datasets.digest(train, test),
+            "describe": "SmolLM2-135M-Instruct, LoRA, docstring chats (held out: other "
+                        "docstrings)"}
+    extra = (("adapter", "lora"), ("lora_r", 16), ("lora_alpha", 32), ("lora_dropout", 0.0),
+             ("lora_target_linear", True), ("lora_mlp_kernel", False),
+             ("lora_qkv_kernel", False), ("lora_o_kernel", False),
+             ("chat_template", "tokenizer_default"), ("special_tokens", None))
+    return Setting("real", build(), data, size["seq"], size["steps"], size["mbs"], size["lr"],
+                   size["eval_every"], extra)
 
 
 class Runner:
@@ -184,7 +216,7 @@ def main() -> int:
                     "pretrained here on --train)")
     ap.add_argument("--arms", nargs="*", help="the arms (default: the preset's; the baseline "
                     "always runs)")
-    ap.add_argument("--settings", nargs="*", choices=("finetune", "scratch", "lora"),
+    ap.add_argument("--settings", nargs="*", choices=("finetune", "scratch", "lora", "real"),
                     help="a subset of the preset's settings")
     args = ap.parse_args()
     if args.seeds is not None and args.seeds < 1:
@@ -195,6 +227,8 @@ def main() -> int:
         if not torch.cuda.is_available():
             ap.error("--size gpu trains in bf16 on a CUDA GPU and none is visible here; "
                      "use --size small (the default) on CPU")
+    if args.size == "real" and args.preset == "default":
+        args.preset = "real"
     preset = dict(PRESETS[args.preset])
     if args.seeds:
         preset.update(seeds=args.seeds, headline_seeds=max(args.seeds, preset["headline_seeds"]))

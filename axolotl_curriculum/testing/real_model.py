@@ -149,14 +149,17 @@ def docstrings(max_chars: int = 600) -> list[tuple[str, str]]:
 
 
 def write_chats(path: str | os.PathLike, n: int, seed: int = 0, turns: tuple[int, int] = (1, 4),
-                system: bool = True, max_chars: int = 600) -> Path:
+                system: bool = True, max_chars: int = 600, part: str | None = None) -> Path:
     """`n` multi-turn chats (`messages`, for Axolotl's `type: chat_template`): a user asks what
     a standard-library function does, the assistant answers with its docstring (its first
-    paragraph, at most `max_chars`), 1-4 exchanges a row, a system turn in most of them."""
+    paragraph, at most `max_chars`), 1-4 exchanges a row, a system turn in most of them.
+    `part`: "train" or "test" draws from disjoint docstrings (every fifth is a test one)."""
     import random
 
     rng = random.Random(seed)
     docs = docstrings(max_chars)
+    if part is not None:
+        docs = [d for i, d in enumerate(docs) if (i % 5 == 0) == (part == "test")]
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     with path.open("w") as f:

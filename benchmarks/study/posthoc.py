@@ -13,15 +13,21 @@ BUCKETS = ("short", "mid", "long")
 TASKS = ("recall", "other")  # the long-range recall rows; the rest (instructions or prose)
 
 
-def _rows(test: Path, fmt: str, limit: int) -> list[tuple[str, str, str]]:
-    """(prompt, answer, kind) per held-out row; a completion row's answer is its whole text."""
+def _rows(test: Path, fmt: str, limit: int, tok) -> list[tuple[str, str, str]]:
+    """(prompt, answer, kind) per held-out row; a completion row's answer is its whole text, a
+    chat's its last turn (the turns before, in the tokenizer's template, its prompt)."""
     from axolotl.prompters import AlpacaPrompter
 
     out = []
     prompter = AlpacaPrompter()
     for line in test.read_text().splitlines()[:limit]:
         row = json.loads(line)
-        if fmt == "alpaca":
+        if fmt == "chat_template":
+            messages = row["messages"]
+            prompt = tok.apply_chat_template(messages[:-1], tokenize=False,
+                                             add_generation_prompt=True)
+            out.append((prompt, messages[-1]["content"], row.get("kind", "")))
+        elif fmt == "alpaca":
             prompt = next(iter(prompter.build_prompt(row["instruction"], row.get("input") or None)))
             out.append((prompt, row["output"], row.get("kind", "")))
         else:
@@ -46,8 +52,8 @@ def compare(models: dict[str, Path], test: Path, fmt: str, seq: int, limit: int 
     import torch
     from transformers import AutoTokenizer
 
-    rows = _rows(test, fmt, limit)
     tok = AutoTokenizer.from_pretrained(next(iter(models.values())))
+    rows = _rows(test, fmt, limit, tok)
     encoded = []
     for prompt, answer, kind in rows:
         p = tok(prompt)["input_ids"] if prompt else []
