@@ -95,3 +95,20 @@ def test_a_short_level_keeps_the_first_exchanges_whole():
     for input_len, want in ((45, (0, 0, 40)), (25, (0, 0, 20)), (12, (0, 8, 20))):
         cuts = level_cuts(stats, input_len, "segment")
         assert (int(cuts.head[0]), int(cuts.start[0]), int(cuts.end[0])) == want
+
+
+def test_an_eot_token_the_tokenizer_lacks_is_named(tmp_path, caplog):
+    """An `eot_tokens` entry that is no token of the tokenizer would silently stop segment cuts
+    ending turns at it: the warning names the key and the entry; known entries still count."""
+    from axolotl_curriculum.data.rows import turn_end_ids
+    from axolotl_curriculum.testing import build_tokenizer
+
+    tok = build_tokenizer(tmp_path, texts=["a b c"] * 20, vocab=300)
+    with caplog.at_level("WARNING", logger="axolotl_curriculum"):
+        ids = turn_end_ids(tok, ["</s>", "<|im_end|>"])
+    assert ids.tolist() == [tok.eos_token_id]
+    assert "eot_tokens ['<|im_end|>']" in caplog.text
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="axolotl_curriculum"):
+        assert turn_end_ids(tok).tolist() == [tok.eos_token_id]
+    assert "eot_tokens" not in caplog.text

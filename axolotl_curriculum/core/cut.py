@@ -78,6 +78,9 @@ class Cuts:
     the units' own `Rows` (a chunk is a whole unit, so it counts no tokens cut) and `chunk`
     marks the units that are chunks of a longer row. The plan draws a split level's units in
     their own order, so every chunk is fed once per pass over them.
+
+    Made once per level and never changed after: the plan asks its counts every step, so they
+    are computed once (cached properties).
     """
 
     head: np.ndarray

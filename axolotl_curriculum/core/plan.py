@@ -282,9 +282,11 @@ class BatchPlan:
         # them at least: a bound on a row's wait (see `_Stream`), not two steps for every row
         # (more rows can be left over twice than the bins hold: after rows are admitted, a
         # level's rows got longer, or its own part of the packed rows shrank).
-        overdue = sorted((r for r in cands if stream.overdue(r)),
-                         key=lambda r: (stream.since[r], -sizes[r]))
-        cands = overdue + [r for r in cands if not stream.overdue(r)]
+        overdue, rest = [], []
+        for r in cands:
+            (overdue if stream.overdue(r) else rest).append(r)
+        overdue.sort(key=lambda r: (stream.since[r], -sizes[r]))
+        cands = overdue + rest
         held = len(overdue)
         # Twice the tokens the bins hold: first-fit-decreasing then has small pieces left to
         # fill the gaps (about as dense as Axolotl's whole-epoch packing); what is left over

@@ -7,6 +7,7 @@ tokens, in a few vectorised passes: the planner never touches a row's tokens aga
 from __future__ import annotations
 
 import hashlib
+import logging
 
 import numpy as np
 
@@ -14,6 +15,8 @@ from ..core import difficulty
 from ..core.config import Curriculum
 from ..core.cut import DEFAULT_BOUNDARIES, NO_LABEL, Rows, first_scored_label
 from ..core.errors import CurriculumError
+
+logger = logging.getLogger(__name__)
 
 
 def _flat(column) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -157,10 +160,16 @@ def turn_end_ids(tokenizer, eot_tokens: list[str] | None = None) -> np.ndarray:
     """The token ids that end a chat turn: Axolotl's `eot_tokens` where set, else the
     tokenizer's eos (Axolotl's chat_template default, and ChatML's `<|im_end|>` where a
     model's eos is set to it)."""
-    tokens = eot_tokens or [tokenizer.eos_token]
-    ids = [tokenizer.convert_tokens_to_ids(t) for t in tokens if t is not None]
-    return np.asarray([i for i in ids if i is not None and i != tokenizer.unk_token_id],
-                      dtype=np.int64)
+    tokens = [t for t in eot_tokens or [tokenizer.eos_token] if t is not None]
+    ids = {t: tokenizer.convert_tokens_to_ids(t) for t in tokens}
+    unknown = [t for t, i in ids.items() if i is None or i == tokenizer.unk_token_id]
+    if unknown and eot_tokens:
+        # Axolotl drops eot_tokens absent from the template; here a dropped one would silently
+        # stop segment cuts ending turns, so say so (the run still goes on: rows are cut as text)
+        logger.warning(f"curriculum: eot_tokens {unknown} are not tokens of this tokenizer; "
+                       f"segment cuts do not end chat turns at them. Fix: list your template's "
+                       f"turn-ending token under eot_tokens (for ChatML: <|im_end|>)")
+    return np.asarray([i for t, i in ids.items() if t not in unknown], dtype=np.int64)
 
 
 def boundary_mask(tokenizer, marks: list[str] | tuple[str, ...]) -> np.ndarray:
