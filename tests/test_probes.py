@@ -39,6 +39,7 @@ def encoder(tok):
     ({"probes": {"passkey": {"depths": [1.5]}}}, "curriculum.probes.passkey.depths[0]: got 1.5"),
     ({"probes": {"passkey": {"lengths": []}}}, "curriculum.probes.passkey.lengths: got []"),
     ({"probes": {"short": {"rowz": 3}}}, "did you mean 'rows'"),
+    ({"probes": {"short": {"input_len": 1}}}, "curriculum.probes.short.input_len: got 1"),
     ({"sense_eval": {"passkey_min": 0.9}}, "curriculum.sense_eval: decides on the probes"),
     ({"probes": {"short": True}, "sense_eval": {}}, "set short_tolerance"),
     ({"probes": {"short": True}, "sense_eval": {"passkey_min": 0.9}},
@@ -405,3 +406,16 @@ def test_a_chat_passkey_asks_the_same_key_as_a_user_turn(tiny_model):
         assert p.ids[p.answer_start:] == encoder(tok)(" " + p.key)
     values = probes.measure(level=2)
     assert {"probe/passkey@200", "probe/passkey_chat@200", "probe/passkey_chat@200/depth0.5"} <= set(values)
+
+
+def test_short_input_len_cuts_the_held_out_rows_there(tok):
+    """short.input_len: each short row is a held-out row's first input_len tokens (not the
+    first level's 32), the rows without a trained token there left out."""
+    rows = _rows(tok)
+    cur = Curriculum.model_validate({"levels": LEVELS, "probes": {"short": {
+        "rows": 50, "input_len": 48}}})
+    timeline = Timeline(cur.input_lens, [lv.max_steps for lv in cur.levels])
+    probes = Probes(cur, timeline, None, 0, 1, lambda t: t)
+    probes.build(rows, tok)
+    want = sorted((r["input_ids"][:48], r["labels"][:48]) for r in rows)
+    assert sorted(probes.short_rows) == want and max(len(i) for i, _ in want) == 48

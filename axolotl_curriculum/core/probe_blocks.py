@@ -82,17 +82,23 @@ class PositionLossProbe(BaseModel):
 
 
 class ShortProbe(BaseModel):
-    """The loss on held-out rows cut to the first level's input_len: short-context retention."""
+    """The loss on held-out rows cut to the first level's input_len: short-context retention.
+
+    `input_len` cuts them to another length: the model's original context, say, so that runs
+    whose first levels differ (a jump straight to the target length among them) are compared
+    on the same short rows."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     rows: int = 32
+    input_len: int | None = None
 
     @classmethod
     def validate_raw(cls, where: str, data: Any) -> dict:
         data = _mapping(where, data, "{rows: 32}")
         check_keys(where, data, list(cls.model_fields))
         check_int(f"{where}.rows", data.get("rows"), 1)
+        check_int(f"{where}.input_len", data.get("input_len"), 2)
         return data
 
 

@@ -1,9 +1,10 @@
 """The probes of a run: held-out measurements, sharded over ranks and reduced.
 
 `passkey` (exact match per length and depth), `position_loss` (held-out long rows' loss by
-position bucket) and `short` (held-out rows cut to the first level's length: retention). They
-run every `probes.every` steps and at each stay's start and the run's end, on every rank at the
-same step (the timeline is the same everywhere), each rank its share of the prompts and rows;
+position bucket) and `short` (held-out rows cut to the first level's length, or its own
+`input_len`: retention). They run every `probes.every` steps and at each stay's start and the
+run's end, on every rank at the same step (the timeline is the same everywhere), each rank its
+share of the prompts and rows;
 every rank runs the same number of forwards (padding with zero-weight repeats), so sharded
 engines (ZeRO-3, FSDP) gather together. The sums go to one device tensor and one collective; the
 host reads it once per probe. Prompts and rows are drawn from `probes.seed` with numpy, and the
@@ -84,12 +85,12 @@ class Probes:
         if s.short is not None or s.position_loss is not None:
             rows = _held_out(eval_rows, "short" if s.short is not None else "position_loss")
             if s.short is not None:
-                first = self.cur.input_lens[0]
+                first = s.short.input_len or self.cur.input_lens[0]
                 cut = [(ids[:first], labels[:first]) for ids, labels in rows]
                 cut = [row for row in cut if any(t != IGNORE for t in row[1][1:])]
                 if not cut:
                     raise CurriculumError("curriculum.probes.short: no held-out row has a trained "
-                                          f"token within the first level's {first} tokens")
+                                          f"token within its first {first} tokens")
                 order = rng.permutation(len(cut))[:s.short.rows]
                 self.short_rows = [cut[i] for i in sorted(order)]
             if s.position_loss is not None:
