@@ -4,6 +4,8 @@ DeepSpeed's length at its step."""
 
 from __future__ import annotations
 
+import json
+
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -66,6 +68,7 @@ def test_a_geometric_ramp_doubles_in_equal_shares_of_its_steps():
     ({"from": 64, "to": 128, "steps": 10, "shape": "cubic"}, r"levels\.ramp\.shape: got 'cubic'"),
     ({"from": 64, "to": 128, "steps": 10, "degree": 2}, r"levels\.ramp\.degree: only used with"),
     ({"from": 2, "to": 100_000, "steps": 100_000}, r"levels\.ramp\.step_size: the ramp passes"),
+    ({"from": 64, "to": 128, "steps": 10, "rope_theta": -1}, r"levels\.ramp\.rope_theta: got -1"),
 ])
 def test_bad_ramps_are_named(ramp, message):
     with pytest.raises(ValueError, match=message):
@@ -74,8 +77,16 @@ def test_bad_ramps_are_named(ramp, message):
 
 @pytest.mark.e2e
 def test_a_ramp_through_axolotl_never_feeds_past_its_length(axolotl_train):
-    ramp = {"from": 16, "to": 128, "steps": 20, "step_size": 16}
-    run = axolotl_train(probe=True, curriculum={"levels": {"ramp": ramp}}, max_steps=24)
+    """... and a ramp's rope_theta is the RoPE of its every step: each step's rotary equals a
+    model built anew at that base (tests/plugins/rope_probe.py), not the model's own 10000."""
+    ramp = {"from": 16, "to": 128, "steps": 20, "step_size": 16, "rope_theta": 80_000.0}
+    expected = [[1, {"rope_type": "default", "rope_theta": 80_000.0}]]
+    run = axolotl_train(probe=True, curriculum={"levels": {"ramp": ramp}}, max_steps=24,
+                        plugins=["axolotl_curriculum.CurriculumPlugin", "rope_probe.RopeProbe"],
+                        env={"ROPE_EXPECTED": json.dumps(expected)})
+    rope = json.loads((run.out / "rope_probe.rank0.json").read_text())
+    assert [r["step"] for r in rope] == list(range(1, 25))
+    assert all(r["inv_freq"] and r["config"]["rope_theta"] == 80_000.0 for r in rope), rope
     want = deepspeed_lengths(16, 128, 20, 16, upto=24)
     fed = fed_by_forward(run.out)[0]
     assert sorted(fed) == list(range(1, 25))

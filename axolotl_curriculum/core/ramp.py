@@ -40,7 +40,8 @@ def ramp_lengths(start: int, end: int, steps: int, step_size: int = 1, shape: st
 
 def ramp_levels(ramp: dict) -> list[dict]:
     """The levels a ramp passes through, in order: each distinct length with the steps it is
-    held (`max_steps`); the last (`to`) runs to the end of training."""
+    held (`max_steps`); the last (`to`) runs to the end of training. A ramp's `rope_theta` is
+    the first level's: the RoPE base of the whole ramp (a level without one keeps it)."""
     lengths = ramp_lengths(ramp["from"], ramp["to"], ramp["steps"], ramp.get("step_size", 1),
                            ramp.get("shape", "linear"), ramp.get("degree", 2.0))
     levels: list[dict] = []
@@ -53,4 +54,6 @@ def ramp_levels(ramp: dict) -> list[dict]:
         levels[-1].pop("max_steps")
     else:  # not reached within the ramp's steps (a coarse step_size): the end runs at `to`
         levels.append({"input_len": ramp["to"]})
+    if ramp.get("rope_theta") is not None:  # from the first step; later levels keep it
+        levels[0]["rope_theta"] = ramp["rope_theta"]
     return levels

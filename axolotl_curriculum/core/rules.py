@@ -22,7 +22,7 @@ from .ramp import MAX_RAMP_LEVELS, SHAPES, ramp_levels
 TRUNCATIONS = ("head", "segment", "filter", "split")
 PROMPT_CUTS = ("left", "none")
 BUDGETS = ("tokens", "examples")
-RAMP_KEYS = ("from", "to", "steps", "step_size", "shape", "degree")
+RAMP_KEYS = ("from", "to", "steps", "step_size", "shape", "degree", "rope_theta")
 
 
 def check_sense_grad(data: dict) -> None:
@@ -161,6 +161,10 @@ def _check_ramp(ramp: Any) -> None:
         if ramp.get("shape") != "root":
             raise CurriculumError(f"{where}.degree: only used with shape: root; remove it")
         check_float(f"{where}.degree", ramp["degree"], 1.0)
+    if ramp.get("rope_theta") is not None:
+        from .rope import check_rope
+
+        check_rope(where, ramp["rope_theta"], None)
 
 
 def check_auto(data: dict) -> None:
