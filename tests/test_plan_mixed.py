@@ -2,10 +2,14 @@
 pre-flight shapes of a level that keeps short data; read from the micro-batches the sampler
 yields."""
 
+import re
+
 import numpy as np
+import pytest
 from datasets import Dataset
 
 from axolotl_curriculum import CurriculumRun
+from axolotl_curriculum.core.errors import CurriculumError
 from axolotl_curriculum.core.cut import Rows, level_cuts
 from axolotl_curriculum.core.plan import BatchPlan, Mix
 from axolotl_curriculum.data.rows import row_stats
@@ -109,3 +113,31 @@ def test_the_preflight_shapes_hold_the_short_examples():
         assert longest == 8  # the level's micro-batches do hold short examples of 8
         for step in steps:
             assert all(covered(shapes, b, plan) for b in step), (packed, shapes, step)
+
+
+@pytest.mark.parametrize("grad_accum, share, key, message", [
+    (1, 0.25, "curriculum.short_share", "of the 1 packed row(s) a step holds rounds to none"),
+    (2, 0.25, "curriculum.short_share", "to 3 packed rows a step, or short_share to more than 0.25"),
+    (2, None, "curriculum.levels[1].short_share", "to 3 packed rows a step"),
+])
+def test_a_short_share_too_few_packed_rows_can_hold_is_refused(grad_accum, share, key, message):
+    """Packed, short data is whole packed rows: 0.25 of 1 or 2 rounds to none, and the level
+    would silently keep none. Refused, naming the key and the fix; 3 packed rows keep one."""
+    rows = rows_of([20] * 60 + [100] * 60)
+    level = {"input_len": 128} if share else {"input_len": 128, "short_share": 0.25}
+    block = {"levels": [{"input_len": 32, "max_steps": 2}, level],
+             **({"short_share": share} if share else {})}
+
+    def use(accum):
+        run = CurriculumRun(block, "/nonexistent", grad_accum=accum)
+        run.use_data(rows, BatchPlan(rows, batch_size=1, seed=0, capacity=128, bin_size=200,
+                                     pack=axolotl_pack))
+        return run
+
+    with pytest.raises(CurriculumError, match=re.escape(f"{key}: 0.25 of the {grad_accum} "
+                                                        "packed row(s)")) as err:
+        use(grad_accum)
+    assert message in str(err.value)
+    run = use(3)
+    level_1 = [s for step in steps_of(run, 6, 3)[2:] for b in step for s in b[0]]
+    assert any(s[0] >= 60 and fed_len(s) == 32 for s in level_1)  # a long row cut short

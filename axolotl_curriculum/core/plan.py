@@ -50,6 +50,12 @@ def main_cuts(cuts: Cuts | Mix) -> Cuts:
     return cuts.main if isinstance(cuts, Mix) else cuts
 
 
+def short_bins(share: float, n_bins: int) -> int:
+    """Packed: the packed rows of a step's `n_bins` that hold short data (the level keeps one
+    at least). Few bins round a small share to none: the run refuses that (run.use_data)."""
+    return min(int(round(share * n_bins)), n_bins - 1)
+
+
 def _longest(cuts: Cuts | Mix) -> int:
     """The longest example a level feeds (a mixed level: its own or a short one)."""
     parts = (cuts.main, cuts.short) if isinstance(cuts, Mix) else (cuts,)
@@ -135,7 +141,7 @@ class BatchPlan:
         `count` micro-batches: each micro-batch gets one at least, the level one at least."""
         if self.packed:
             n_bins = count * self.batch_size
-            n_short = min(int(round(mix.share * n_bins)), n_bins - 1)
+            n_short = short_bins(mix.share, n_bins)
             return n_bins - n_short, n_short
         main, short = self.mix_rates(mix)
         n_short = int(round(count * short))
