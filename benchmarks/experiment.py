@@ -28,7 +28,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from study import data as datasets
-from study.arms import CORE, EXTRA, arms
+from study.arms import CORE, EXTEND, EXTRA, arms, extend_arms
 from study.models import fresh_model, pretrained
 from study.report import write_report
 from study.runs import Knobs, Run, Setting, prepare, train
@@ -37,12 +37,21 @@ SIZES = {
     "small": dict(vocab=4096, hidden=128, layers=4, seq=512, pretrain_steps=600, pretrain_lr=3e-3,
                   pretrain_mbs=4, steps=120, mbs=2, lr=1e-3, eval_every=12, train_rows=4000,
                   test_rows=160, scratch_hidden=64, scratch_layers=2, scratch_seq=256,
-                  scratch_steps=160, scratch_lr=2e-3),
+                  scratch_steps=160, scratch_lr=2e-3,
+                  # context extension (--settings extend): pretrained at `base` tokens (2 layers x
+                  # 64: attention ~90% of the FLOPs at 4096), extended 16x
+                  extend=dict(vocab=1024, hidden=64, layers=2, base=256, seq=4096,
+                              pretrain_steps=2000, pretrain_lr=3e-3, pretrain_mbs=16, steps=60,
+                              mbs=1, accum=4, lr=1e-3, eval_every=10, test_docs=16,
+                              passkey_share=0.25, digits=2)),
     # a plumbing check of every section in a few minutes (numbers meaningless)
     "tiny": dict(vocab=1024, hidden=32, layers=2, seq=256, pretrain_steps=30, pretrain_lr=3e-3,
                  pretrain_mbs=2, steps=24, mbs=2, lr=1e-3, eval_every=6, train_rows=600,
                  test_rows=40, scratch_hidden=32, scratch_layers=2, scratch_seq=128,
-                 scratch_steps=24, scratch_lr=2e-3),
+                 scratch_steps=24, scratch_lr=2e-3,
+                 extend=dict(vocab=512, hidden=32, layers=2, base=256, seq=2048, pretrain_steps=40,
+                             pretrain_lr=3e-3, pretrain_mbs=4, steps=12, mbs=1, accum=4,
+                             lr=1e-3, eval_every=6, test_docs=4, passkey_share=0.25, digits=2)),
     # SmolLM2-135M-Instruct (testing/real_model.py) with LoRA on docstring chats (bf16 on CPU)
     "real": dict(seq=256, steps=120, mbs=2, lr=2e-4, eval_every=25, train_rows=2000,
                  test_rows=40),
@@ -56,7 +65,9 @@ PRESETS = {
     # shorter runs (80 steps; the same data and base model) so ~30 runs fit in ~30 min on 2 cores
     "default": dict(settings=("finetune",), seeds=3, headline_seeds=3, arms=CORE,
                     grid_lr=(1.0, 4.0), grid_warmup=(0.02, 0.2), sweep_lr=(), schedules=False,
-                    size=dict(steps=80, eval_every=10)),
+                    size=dict(steps=80, eval_every=10),
+                    # --settings extend: its arms at one learning rate and warmup (not tuned yet)
+                    per_setting={"extend": dict(arms=EXTEND, grid_lr=(1.0,), grid_warmup=(0.05,))}),
     # + 5 seeds for the headline, the stability sweep (2 seeds) and the schedules, with the
     # extra arms (auto, difficulty scores and their random control), in the fine-tuning and the
     # from-scratch settings (there one_word, the arm that led, gets 5 seeds too); LoRA with the
@@ -98,6 +109,8 @@ def settings(name: str, work: Path, size: dict, args) -> Setting:
                        size["eval_every"], extra)
     if name == "real":
         return real_setting(work, size)
+    if name == "extend":
+        return extend_setting(work, size["extend"])
     if name == "scratch":
         seq = size["scratch_seq"]
         data = datasets.scratch_data(work / "data-scratch", seq=seq, train_rows=1500,
@@ -147,6 +160,46 @@ def real_setting(work: Path, size: dict) -> Setting:
                    size["eval_every"], extra)
 
 
+def extend_setting(work: Path, e: dict) -> Setting:
+    """A llama pretrained here at `base` tokens on standard-library source files and passkey
+    rows, extended to `seq` (16x) on other files and longer passkey rows; held out: others."""
+    from transformers import AutoTokenizer
+
+    from axolotl_curriculum.core import passkey
+
+    folder = work / "data-extend"
+    corpus = datasets.extend_corpus(folder, min_chars=4 * e["seq"], test_docs=e["test_docs"])
+    docs = [json.loads(line)["text"] for line in corpus["pretrain_docs"].read_text().splitlines()]
+    template = [passkey.INTRO, passkey.FILLER * 4, passkey.NEEDLE.format(key="42"),
+                passkey.QUESTION + " 42"] * 50
+    init = fresh_model(work / f"extend-init-{corpus['hash']}-{e['vocab']}-{e['hidden']}x"
+                              f"{e['layers']}", docs + template, vocab=e["vocab"],
+                       hidden=e["hidden"], layers=e["layers"], seq=e["base"])
+    data = datasets.extend_data(folder, corpus, AutoTokenizer.from_pretrained(init),
+                                short=e["base"], seq=e["seq"], passkey_share=e["passkey_share"],
+                                digits=e["digits"])
+    base = pretrained(work, data, {**e, "seq": e["base"],
+                                   "axolotl": {"excess_length_strategy": "truncate"}}, init=init)
+    # 4 packed rows a step (accumulated): short_share 0.25 keeps one of them short; eval
+    # batches no larger than the held-out set (Axolotl drops the last incomplete one)
+    return Setting("extend", base, data, e["seq"], e["steps"], e["mbs"], e["lr"],
+                   e["eval_every"], (("gradient_accumulation_steps", e["accum"]),
+                                     ("eval_batch_size", min(8, e["test_docs"]))))
+
+
+def arms_for(setting: Setting) -> dict[str, dict]:
+    if setting.name != "extend":
+        return arms(setting.seq, setting.steps)
+    base = setting.data["base"]
+    every = 2 * setting.eval_every
+    lengths = [L for L in (512, 1024, 2048, 4096, 8192) if base < L <= 2 * setting.seq]
+    probes = {"every": every, "passkey": {"lengths": lengths, "depths": [0.25, 0.75], "rows": 2,
+                                          "digits": 2},
+              "position_loss": {"rows": 4, "first_bucket": base},
+              "short": {"rows": 16, "input_len": base}}
+    return extend_arms(setting.seq, setting.steps, base, probes)
+
+
 class Runner:
     """Trains runs `jobs` at a time; remembers every run it was asked for."""
 
@@ -167,7 +220,7 @@ def study(setting: Setting, preset: dict, chosen: list[str], run: Runner) -> dic
     """One setting: the grid, the seeds at the tuned settings, the sweeps; the runs by role."""
     from study.measures import best
 
-    all_arms = arms(setting.seq, setting.steps)
+    all_arms = arms_for(setting)
     grid = [Knobs(lr, wu) for lr in preset["grid_lr"] for wu in preset["grid_warmup"]]
     tuned_arms = [a for a in TUNED if a in chosen]
     grid_runs = run([Run(setting, a, all_arms[a], 0, k) for a in tuned_arms for k in grid])
@@ -219,7 +272,8 @@ def main() -> int:
                     "pretrained here on --train)")
     ap.add_argument("--arms", nargs="*", help="the arms (default: the preset's; the baseline "
                     "always runs)")
-    ap.add_argument("--settings", nargs="*", choices=("finetune", "scratch", "lora", "real"),
+    ap.add_argument("--settings", nargs="*",
+                    choices=("finetune", "scratch", "lora", "real", "extend"),
                     help="a subset of the preset's settings")
     args = ap.parse_args()
     if args.seeds is not None and args.seeds < 1:
@@ -238,9 +292,10 @@ def main() -> int:
     size = {**SIZES[args.size], **(preset.get("size", {}) if args.size == "small" else {})}
     work = Path(args.work) / args.size
     work.mkdir(parents=True, exist_ok=True)
-    unknown = set(args.arms or ()) - set(arms(64, 100))
+    known = set(arms(64, 100)) | set(EXTEND)
+    unknown = set(args.arms or ()) - known
     if unknown:
-        ap.error(f"--arms: unknown {sorted(unknown)}; known: {sorted(arms(64, 100))}")
+        ap.error(f"--arms: unknown {sorted(unknown)}; known: {sorted(known)}")
     started = time.perf_counter()
     runner = Runner(work, args.jobs)
     user = bool(args.train or args.datasets)

@@ -4,5 +4,5 @@
 # the multipack sampler and collators, prompt formats, QLoRA, several ranks, resume, plan).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-.venv/bin/python -m pytest -q -n 2 --dist loadfile "$@"
-.venv-axolotl-0.21/bin/python -m pytest -q -n 2 --dist loadfile -m axolotl_api "$@"
+.venv/bin/python -m pytest -q -n 2 --dist loadfile --durations=15 "$@"
+.venv-axolotl-0.21/bin/python -m pytest -q -n 2 --dist loadfile -m axolotl_api --durations=10 "$@"

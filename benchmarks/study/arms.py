@@ -6,7 +6,10 @@ data), so the next invocation runs only the new arm's runs.
 
 from __future__ import annotations
 
+import math
+
 STAGED_SHARE = 0.4  # the short levels of the staged arms take 40% of the steps
+WARMUP = "warmup_share"  # an arm's own LR warmup (share of the steps), not a curriculum key
 
 
 def staircase(seq: int, steps: int, n: int = 4, share: float = STAGED_SHARE) -> list[dict]:
@@ -70,3 +73,63 @@ def arms(seq: int, steps: int) -> dict[str, dict]:
 CORE = ("baseline", "staircase", "sense_grad", "segment", "filter", "examples_budget", "one_word",
         "warmup_shuffle")
 EXTRA = ("one_length", "auto", "rarity", "compression", "loss", "random_admit")
+
+
+# -- the context-extension setting (issue 24): a model pretrained at `base` tokens, extended to
+# `seq`; the staged arms' levels double from `short`, their short levels 40% of the steps
+BASE_THETA = 10_000.0    # the pretrained model's RoPE base (testing.save_llama: LlamaConfig's)
+FINAL_THETA = 500_000.0  # at the target length: 50x for 16x the context (Qwen2.5 took 1e4 -> 1e6
+                         # for 8x, ProLong 8e6 at 64K from Llama-3's 5e5 at 8K)
+
+
+def theta_at(length: int, base: int, seq: int) -> float:
+    """The RoPE base at `length`, geometric between the base model's and the final one's."""
+    share = math.log(length / base) / math.log(seq / base)
+    return round(BASE_THETA * (FINAL_THETA / BASE_THETA) ** share, -2)
+
+
+def extend_levels(seq: int, steps: int, base: int, short: int = 512,
+                  share: float = STAGED_SHARE) -> list[dict]:
+    """short, 2 short, ... seq, each level's RoPE base raised with its length (Qwen2.5, ProLong)."""
+    lens = [short]
+    while lens[-1] * 2 < seq:
+        lens.append(lens[-1] * 2)
+    per = max(1, int(steps * share) // len(lens))
+    return ([{"input_len": L, "max_steps": per, "rope_theta": theta_at(L, base, seq)}
+             for L in lens] + [{"input_len": seq, "rope_theta": FINAL_THETA}])
+
+
+def extend_arms(seq: int, steps: int, base: int, probes: dict) -> dict[str, dict]:
+    """The arms of issue 24, each with the same probes. `baseline` is the jump: every step at
+    `seq` with the final RoPE base from step 1 (Fu et al. 2024, UltraLong)."""
+    staged = extend_levels(seq, steps, base)
+    fixed = [{**lv, "rope_theta": FINAL_THETA} for lv in staged]
+    short_steps = sum(lv.get("max_steps", 0) for lv in staged)
+    gated = [{**lv, "max_steps": 2 * lv["max_steps"]} if "max_steps" in lv else lv
+             for lv in staged]
+    arms = {
+        "baseline": {"levels": [{"input_len": seq, "rope_theta": FINAL_THETA}]},
+        "staged_rope": {"levels": staged},
+        "staged_fixed": {"levels": fixed},  # DeepSeek-V3, Kimi-K2: the final base from step 1
+        "staged_short": {"levels": staged, "short_share": 0.25},  # Qwen2.5-1M keeps 25% short
+        "staged_split": {"levels": staged, "truncation": "split"},  # documents split, not cut
+        "ramp": {"levels": {"ramp": {"from": base, "to": seq, "steps": short_steps,
+                                     "step_size": base, "rope_theta": FINAL_THETA}}},
+        # levels end when short loss has recovered and the passkey is found at their length
+        # (at most twice the staged arms' steps)
+        "gated": {"levels": [{**lv, "min_steps": max(1, lv["max_steps"] // 4)}
+                             if "max_steps" in lv else lv for lv in gated],
+                  "sense_eval": {"short_tolerance": 0.05, "passkey_min": 0.5}},
+        # most tokens short, one jump at the end (Fu et al.'s short_bulk)
+        "short_bulk": {"levels": [{"input_len": staged[0]["input_len"],
+                                   "max_steps": int(steps * 0.8), "rope_theta": FINAL_THETA},
+                                  {"input_len": seq, "rope_theta": FINAL_THETA}]},
+    }
+    # the control for the staged arms' slow start: the jump with their short steps as warmup
+    arms["jump_warmup"] = {**arms["baseline"], WARMUP: short_steps / steps}
+    return {name: {**arm, "probes": probes} for name, arm in arms.items()}
+
+
+# the arms of the extension setting; the jump with the staged arms' warmup is a Knobs change
+EXTEND = ("baseline", "staged_rope", "staged_fixed", "staged_short", "staged_split", "ramp",
+          "gated", "short_bulk", "jump_warmup")

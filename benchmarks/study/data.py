@@ -182,3 +182,98 @@ def user_data(train: Path | None, test: Path | None, fmt: str, datasets: Path | 
     return {**paths, "datasets": listed, "hash": digest(*paths.values(), *([datasets] if datasets else [])),
             "format": fmt, "describe": f"the user's data: {datasets or train}"
             + (f", held out: {test}" if test else ", 5% held out")}
+
+
+def long_documents(min_chars: int) -> list[str]:
+    """The standard library's source files as long documents (code and its docstrings: what
+    context extension is trained on, with long-range references), files shorter than
+    `min_chars` concatenated in path order until they reach it."""
+    lib = sysconfig.get_paths()["stdlib"]
+    docs, group = [], ""
+    for path in sorted(glob.glob(f"{lib}/**/*.py", recursive=True)):
+        if any(part in path for part in ("/test", "site-packages", "idlelib", "lib2to3")):
+            continue
+        group = (group + "\n\n" if group else "") + Path(path).read_text(errors="replace")
+        if len(group) >= min_chars:
+            docs.append(group)
+            group = ""
+    return docs
+
+
+def extend_corpus(work: Path, *, min_chars: int, test_docs: int,
+                  pretrain_share: float = 0.5) -> dict:
+    """Long documents in three disjoint parts: to pretrain the base model on (cut to its short
+    context later, once its tokenizer exists), to extend it on, and held out."""
+    work.mkdir(parents=True, exist_ok=True)
+    docs = long_documents(min_chars)
+    random.Random(1234).shuffle(docs)
+    test, rest = docs[:test_docs], docs[test_docs:]
+    cut = int(len(rest) * pretrain_share)
+    paths = {"pretrain_docs": write_jsonl(work / "pretrain_docs.jsonl",
+                                          [{"text": d} for d in rest[:cut]]),
+             "train_docs": write_jsonl(work / "train_docs.jsonl",
+                                       [{"text": d} for d in rest[cut:]]),
+             "test_docs": write_jsonl(work / "test_docs.jsonl", [{"text": d} for d in test])}
+    return {**paths, "hash": digest(*paths.values())}
+
+
+def passkey_rows(tok, rng: random.Random, n: int, lengths: tuple[int, int], digits: int) -> list[dict]:
+    """`n` passkey prompts with their answers (core/passkey.py's template, the probe's), of
+    log-uniform token lengths in `lengths` and uniform depths, as completion text: trained,
+    the model learns the retrieval the passkey probe measures (on keys of its own seed)."""
+    import numpy as np
+
+    from axolotl_curriculum.core import passkey
+
+    def encode(text):
+        return tok(text, add_special_tokens=False)["input_ids"]
+
+    keys = np.random.default_rng(rng.randrange(2 ** 32))
+    low = max(lengths[0], passkey.shortest(encode, digits) + 4)
+    if low > lengths[1]:
+        raise SystemExit(f"experiment: a passkey row takes {low} tokens of this tokenizer, more "
+                         f"than {lengths[1]}: raise the setting's base length")
+    rows = []
+    for _ in range(n):
+        length = int(math.exp(rng.uniform(math.log(low), math.log(lengths[1]))))
+        p = passkey.prompt(encode, length, rng.random(), passkey.random_key(keys, digits))
+        rows.append({"text": tok.decode(p.ids), "kind": "passkey"})
+    return rows
+
+
+def extend_data(work: Path, corpus: dict, tok, *, short: int, seq: int, passkey_share: float,
+                digits: int) -> dict:
+    """The rows of the extension setting, in the base model's tokens: pretraining pieces of
+    `short` tokens (documents cut in order, and passkey rows up to `short`), extension rows of
+    `seq` tokens (a document's first `seq`, and passkey rows from `short` to `seq`), held-out
+    documents' first `seq` tokens. Pieces are decoded to text; Axolotl truncates the few a
+    token longer after re-encoding (excess_length_strategy: truncate)."""
+    rng = random.Random(1234)
+
+    def texts(path):
+        return [json.loads(line)["text"] for line in path.read_text().splitlines()]
+
+    def pieces(doc, size):
+        ids = tok(doc, add_special_tokens=False)["input_ids"]
+        return [tok.decode(ids[i:i + size]) for i in range(0, len(ids) - size // 2, size)]
+
+    pretrain = [{"text": p, "kind": "doc"} for d in texts(corpus["pretrain_docs"])
+                for p in pieces(d, short - 8)]
+    n_keys = int(len(pretrain) * passkey_share / (1 - passkey_share))
+    pretrain += passkey_rows(tok, rng, n_keys, (short // 2, short - 8), digits)
+    rng.shuffle(pretrain)
+    train = [{"text": pieces(d, seq - 8)[0], "kind": "doc"} for d in texts(corpus["train_docs"])]
+    n_keys = int(len(train) * passkey_share / (1 - passkey_share))
+    train += passkey_rows(tok, rng, n_keys, (short, seq - 8), digits)
+    rng.shuffle(train)
+    test = [{"text": pieces(d, seq - 8)[0], "kind": "doc"} for d in texts(corpus["test_docs"])]
+    paths = {"pretrain": write_jsonl(work / "pretrain.jsonl", pretrain),
+             "train": write_jsonl(work / "train.jsonl", train),
+             "test": write_jsonl(work / "test.jsonl", test)}
+    n_doc = sum(r["kind"] == "doc" for r in train)
+    return {**paths, "hash": digest(*paths.values()), "format": "completion", "base": short,
+            "describe": f"standard-library source files as long documents: {len(pretrain)} "
+                        f"pretraining rows of <= {short} tokens ({passkey_share:.0%} of them passkey "
+                        f"rows); {len(train)} extension rows ({n_doc} documents' "
+                        f"first {seq} tokens, {len(train) - n_doc} passkey rows of {short}-{seq} "
+                        f"tokens); {len(test)} held-out documents"}

@@ -35,18 +35,19 @@ def _texts(*paths: Path, limit: int = 20000) -> list[str]:
     return texts + [ALPACA.format("x")] * 50
 
 
-def pretrained(work: Path, data: dict, size: dict) -> Path:
+def pretrained(work: Path, data: dict, size: dict, init: Path | None = None) -> Path:
     """The base model: `size["pretrain_steps"]` steps of plain language modelling on
-    data["pretrain"] through `axolotl train`, cached by the data and the size."""
+    data["pretrain"] through `axolotl train`, cached by the data and the size; `init`: the
+    initial model (default: a fresh one, its tokenizer trained on the data)."""
     spec = {k: size[k] for k in ("vocab", "hidden", "layers", "seq", "pretrain_steps",
                                  "pretrain_lr", "pretrain_mbs")}
     key = hashlib.sha256(json.dumps([spec, data["hash"]], sort_keys=True).encode()).hexdigest()[:10]
     out = work / f"base-{key}"
     if (out / "model.safetensors").exists():
         return out
-    init = fresh_model(work / f"init-{key}", _texts(data["pretrain"], data["train"]),
-                       vocab=size["vocab"], hidden=size["hidden"], layers=size["layers"],
-                       seq=size["seq"])
+    init = init or fresh_model(work / f"init-{key}", _texts(data["pretrain"], data["train"]),
+                               vocab=size["vocab"], hidden=size["hidden"],
+                               layers=size["layers"], seq=size["seq"])
     cfg = base_config(init, data["pretrain"], out, sequence_len=size["seq"],
                       max_steps=size["pretrain_steps"], micro_batch_size=size["pretrain_mbs"],
                       learning_rate=size["pretrain_lr"], warmup_steps=size["pretrain_steps"] // 20,

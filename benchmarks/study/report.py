@@ -81,6 +81,8 @@ def setting_section(st: Setting, out: Path, figures: list[str]) -> tuple[list[st
     name = s.name
     dims = st.model_config
     origin = {"scratch": " (from scratch)",
+              "extend": f" (pretrained here at {s.data.get('base')} tokens on other source files "
+                        "and passkey rows, cached)",
               "real": " (SmolLM2-135M-Instruct, pretrained by Hugging Face; bf16 on the CPU)"}
     lines = [f"## Setting: {name}", "",
              f"Model: llama {dims.num_hidden_layers} layers x {dims.hidden_size} hidden, "
@@ -173,6 +175,7 @@ def setting_section(st: Setting, out: Path, figures: list[str]) -> tuple[list[st
                      f"{pm([grad_cv(r.records, s.seq) for r in rs])} | "
                      f"{pm([max_grad(r.records) for r in rs], '.2f')} |")
     lines.append("")
+    lines += probe_section(st, arms)
     lines += control_section(st)
     lines += sweep_section(st, out, figures)
     lines += schedule_section(st)
@@ -181,6 +184,33 @@ def setting_section(st: Setting, out: Path, figures: list[str]) -> tuple[list[st
     summary["_target"] = target
     summary["_post"] = post
     return lines, summary
+
+
+def last_probes(run: Run) -> dict[str, float]:
+    """The probe values on the run's last probed step (the run's end: probes run there)."""
+    probed = [r for r in run.records if any(k.startswith("probe/") for k in r)]
+    return {k[len("probe/"):]: v for k, v in (probed[-1] if probed else {}).items()
+            if k.startswith("probe/") and "/depth" not in k and "passkey_chat" not in k}
+
+
+def probe_section(st: Setting, arms) -> list[str]:
+    """The arms' probes at their last step (docs/probes.md), where the arms ran probes:
+    short-context loss, loss per position bucket, passkey accuracy per length."""
+    ends = {arm: [last_probes(r) for r in st.runs(arm, knobs)] for arm, knobs in arms}
+    keys = sorted({k for runs in ends.values() for p in runs for k in p},
+                  key=lambda k: (k.split("@")[0], int(k.split("@")[1].split("-")[0])
+                                 if "@" in k else 0))
+    if not keys:
+        return []
+    lines = ["### Probes at the last step", "",
+             "Mean ± 95% half-width over seeds. `short`: held-out loss at the short length; "
+             "`position_loss@a-b`: held-out loss at positions a..b; `passkey@L`: share of "
+             "held-out passkey prompts of L tokens answered exactly (greedy).", "",
+             "| arm | " + " | ".join(keys) + " |", "|---|" + "---|" * len(keys)]
+    for arm, runs in ends.items():
+        lines.append(f"| {arm} | " + " | ".join(
+            pm([p.get(k, float("nan")) for p in runs], ".2f") for k in keys) + " |")
+    return lines + [""]
 
 
 def control_section(st: Setting, control: str = "random_admit") -> list[str]:

@@ -18,6 +18,8 @@ import yaml
 
 from axolotl_curriculum.testing import axolotl_env, base_config
 
+from .arms import WARMUP
+
 RESULT = "result.json"
 
 
@@ -82,12 +84,14 @@ class Run:
             {"path": str(s.data["train"]), "type": fmt, "ds_type": "json"}]
         test = ([{"path": str(s.data["test"]), "type": fmt, "ds_type": "json", "split": "train"}]
                 if s.data.get("test") else None)
-        warmup = max(1, round(s.steps * k.warmup)) if k.warmup > 0 else 0
+        curriculum = dict(self.curriculum)
+        share = curriculum.pop(WARMUP, k.warmup)  # an arm with its own warmup (arms.py)
+        warmup = max(1, round(s.steps * share)) if share > 0 else 0
         cfg = base_config(
             s.model, "DATA", "OUT", sequence_len=s.seq, max_steps=s.steps,
             micro_batch_size=s.mbs, learning_rate=s.lr * k.lr_mult, seed=self.seed,
             data_seed=self.seed, logging_steps=10, warmup_steps=warmup, use_tensorboard=True,
-            excess_length_strategy="truncate", curriculum=self.curriculum, datasets=datasets,
+            excess_length_strategy="truncate", curriculum=curriculum, datasets=datasets,
             test_datasets=test, val_set_size=0 if test else 0.05, eval_strategy="steps",
             eval_steps=s.eval_every, eval_sample_packing=False, eval_batch_size=16,
             train_on_inputs=False,
