@@ -405,11 +405,13 @@ def targets_section(summaries: dict[str, dict], results: list[dict]) -> list[str
         base_best, arm_best = summary.get("baseline", {}).get("best"), arms[top]["best"]
         if not (met and met_paired) and base_best and math.isfinite(base_best[1]):
             gain = base_best[0] - arm_best[0]
+            spread = max(base_best[1], arm_best[1] if math.isfinite(arm_best[1]) else 0.0)
             lines.append(f"  Why: {top}'s mean best eval loss is {fmt(abs(gain))} "
                          f"{'below' if gain > 0 else 'above'} the baseline's; "
-                         f"the baseline's own 95% interval over seeds is ±{fmt(base_best[1])}"
+                         f"the baseline's own 95% interval over seeds is ±{fmt(base_best[1])}, "
+                         f"{top}'s ±{fmt(arm_best[1])}"
                          + (": the gain, if any, is no larger than the seed-to-seed spread of the "
-                            "data order." if gain <= base_best[1] else
+                            "data order." if gain <= spread else
                             ": the loss gain stands out, but the compute ratio's interval is too "
                             "wide or below 1.5x.")
                          + " More seeds (the paired ratio narrows fastest), longer runs or a "
