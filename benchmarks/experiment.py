@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import concurrent.futures as futures
-import json
 import os
 import shlex
 import sys
@@ -41,9 +40,12 @@ SIZES = {
                   # context extension (--settings extend): pretrained at `base` tokens (2 layers x
                   # 64: attention ~90% of the FLOPs at 4096), extended 16x
                   extend=dict(vocab=1024, hidden=64, layers=2, base=256, seq=4096,
-                              pretrain_steps=2000, pretrain_lr=3e-3, pretrain_mbs=16, steps=60,
+                              pretrain_steps=3000, pretrain_lr=3e-3, pretrain_mbs=16, steps=60,
                               mbs=1, accum=4, lr=1e-3, eval_every=10, test_docs=16,
-                              passkey_share=0.25, digits=2)),
+                              # half the pretraining rows passkey rows: at a quarter, this model
+                              # had not learned to copy the key after 2000 steps (0% at 100
+                              # tokens); 300 more steps at a half: 50%
+                              passkey_share=0.25, pretrain_passkey_share=0.5, digits=2)),
     # a plumbing check of every section in a few minutes (numbers meaningless)
     "tiny": dict(vocab=1024, hidden=32, layers=2, seq=256, pretrain_steps=30, pretrain_lr=3e-3,
                  pretrain_mbs=2, steps=24, mbs=2, lr=1e-3, eval_every=6, train_rows=600,
@@ -51,7 +53,8 @@ SIZES = {
                  scratch_steps=24, scratch_lr=2e-3,
                  extend=dict(vocab=512, hidden=32, layers=2, base=256, seq=2048, pretrain_steps=40,
                              pretrain_lr=3e-3, pretrain_mbs=4, steps=12, mbs=1, accum=4,
-                             lr=1e-3, eval_every=6, test_docs=4, passkey_share=0.25, digits=2)),
+                             lr=1e-3, eval_every=6, test_docs=4, passkey_share=0.25,
+                             pretrain_passkey_share=0.5, digits=2)),
     # SmolLM2-135M-Instruct (testing/real_model.py) with LoRA on docstring chats (bf16 on CPU)
     "real": dict(seq=256, steps=120, mbs=2, lr=2e-4, eval_every=25, train_rows=2000,
                  test_rows=40),
@@ -66,18 +69,29 @@ PRESETS = {
     "default": dict(settings=("finetune",), seeds=3, headline_seeds=3, arms=CORE,
                     grid_lr=(1.0, 4.0), grid_warmup=(0.02, 0.2), sweep_lr=(), schedules=False,
                     size=dict(steps=80, eval_every=10),
-                    # --settings extend: its arms at one learning rate and warmup (not tuned yet)
-                    per_setting={"extend": dict(arms=EXTEND, grid_lr=(1.0,), grid_warmup=(0.05,))}),
+                    # --settings extend (~30 min): the jump, staged_rope and the jump with the
+                    # staged arms' warmup, 2 seeds, one learning rate and warmup
+                    per_setting={"extend": dict(arms=("baseline", "staged_rope", "jump_warmup"),
+                                                seeds=2, headline_seeds=2, grid_lr=(1.0,),
+                                                grid_warmup=(0.05,))}),
+    # context extension, every arm (~80 min on 2 cores): 2 seeds, one learning rate and warmup
+    "extend": dict(settings=("extend",), seeds=2, headline_seeds=2, arms=EXTEND, grid_lr=(1.0,),
+                   grid_warmup=(0.05,), sweep_lr=(), schedules=False),
     # + 5 seeds for the headline, the stability sweep (2 seeds) and the schedules, with the
     # extra arms (auto, difficulty scores and their random control), in the fine-tuning and the
     # from-scratch settings (there one_word, the arm that led, gets 5 seeds too); LoRA with the
     # arms that decide
-    "full": dict(settings=("finetune", "scratch", "lora"), seeds=3, headline_seeds=5,
+    "full": dict(settings=("finetune", "scratch", "lora", "extend"), seeds=3, headline_seeds=5,
                  arms=CORE + EXTRA, grid_lr=(0.5, 1.0, 2.0, 4.0), grid_warmup=(0.02, 0.2),
                  sweep_lr=(8.0, 16.0, 32.0, 64.0, 128.0), sweep_seeds=2, schedules=True,
                  # from scratch also without gradient clipping (max_grad_norm 0)
                  per_setting={"scratch": dict(schedules=False, headline=("one_word", "one_length"),
                                               sweep_clip=(None, 0.0)),
+                              # every extension arm, 3 seeds (5 for the jump and staged_rope,
+                              # both tuned on the grid), the stability sweep x2..x16
+                              "extend": dict(arms=EXTEND, tuned=("baseline", "staged_rope"),
+                                             grid_lr=(0.5, 1.0, 2.0), grid_warmup=(0.05, 0.2),
+                                             sweep_lr=(2.0, 4.0, 8.0, 16.0), schedules=False),
                               "lora": dict(arms=("baseline", "staircase", "warmup_shuffle"),
                                            grid_warmup=(0.2,), headline_seeds=3, sweep_lr=(),
                                            schedules=False)}),
@@ -115,7 +129,7 @@ def settings(name: str, work: Path, size: dict, args) -> Setting:
         seq = size["scratch_seq"]
         data = datasets.scratch_data(work / "data-scratch", seq=seq, train_rows=1500,
                                      test_rows=size["test_rows"])
-        texts = [json.loads(line)["text"] for line in data["train"].read_text().splitlines()]
+        texts = datasets.read_texts(data["train"])
         model = fresh_model(work / f"scratch-{data['hash']}-{size['scratch_hidden']}", texts,
                             vocab=1024, hidden=size["scratch_hidden"],
                             layers=size["scratch_layers"], seq=seq)
@@ -169,7 +183,7 @@ def extend_setting(work: Path, e: dict) -> Setting:
 
     folder = work / "data-extend"
     corpus = datasets.extend_corpus(folder, min_chars=4 * e["seq"], test_docs=e["test_docs"])
-    docs = [json.loads(line)["text"] for line in corpus["pretrain_docs"].read_text().splitlines()]
+    docs = datasets.read_texts(corpus["pretrain_docs"])
     template = [passkey.INTRO, passkey.FILLER * 4, passkey.NEEDLE.format(key="42"),
                 passkey.QUESTION + " 42"] * 50
     init = fresh_model(work / f"extend-init-{corpus['hash']}-{e['vocab']}-{e['hidden']}x"
@@ -177,6 +191,7 @@ def extend_setting(work: Path, e: dict) -> Setting:
                        hidden=e["hidden"], layers=e["layers"], seq=e["base"])
     data = datasets.extend_data(folder, corpus, AutoTokenizer.from_pretrained(init),
                                 short=e["base"], seq=e["seq"], passkey_share=e["passkey_share"],
+                                pretrain_passkey_share=e["pretrain_passkey_share"],
                                 digits=e["digits"])
     base = pretrained(work, data, {**e, "seq": e["base"],
                                    "axolotl": {"excess_length_strategy": "truncate"}}, init=init)
@@ -191,10 +206,10 @@ def arms_for(setting: Setting) -> dict[str, dict]:
     if setting.name != "extend":
         return arms(setting.seq, setting.steps)
     base = setting.data["base"]
-    every = 2 * setting.eval_every
+    every = setting.eval_every  # the gate decides at probe steps: as often as it evaluates
     lengths = [L for L in (512, 1024, 2048, 4096, 8192) if base < L <= 2 * setting.seq]
     probes = {"every": every, "passkey": {"lengths": lengths, "depths": [0.25, 0.75], "rows": 2,
-                                          "digits": 2},
+                                          "digits": setting.data["digits"]},
               "position_loss": {"rows": 4, "first_bucket": base},
               "short": {"rows": 16, "input_len": base}}
     return extend_arms(setting.seq, setting.steps, base, probes)
@@ -222,7 +237,7 @@ def study(setting: Setting, preset: dict, chosen: list[str], run: Runner) -> dic
 
     all_arms = arms_for(setting)
     grid = [Knobs(lr, wu) for lr in preset["grid_lr"] for wu in preset["grid_warmup"]]
-    tuned_arms = [a for a in TUNED if a in chosen]
+    tuned_arms = [a for a in preset.get("tuned", TUNED) if a in chosen]
     grid_runs = run([Run(setting, a, all_arms[a], 0, k) for a in tuned_arms for k in grid])
     tuned = {}
     for a in tuned_arms:
@@ -230,12 +245,12 @@ def study(setting: Setting, preset: dict, chosen: list[str], run: Runner) -> dic
         tuned[a] = min(mine, key=lambda r: best(r.evals) if r.evals else float("inf")).knobs
     equal = tuned.get("baseline", Knobs())
     seeds, head = range(preset["seeds"]), range(preset["headline_seeds"])
-    headline = TUNED + tuple(preset.get("headline", ()))
+    headline = tuple(preset.get("tuned", TUNED)) + tuple(preset.get("headline", ()))
     jobs = [Run(setting, a, all_arms[a], s, equal) for a in chosen for s in
             (head if a in headline else seeds)]
-    if "staircase" in tuned and tuned["staircase"] != equal:
-        jobs += [Run(setting, "staircase", all_arms["staircase"], s, tuned["staircase"])
-                 for s in head]
+    for a in (a for a in tuned_arms if a != "baseline"):  # and at its own tuning, if not equal
+        if tuned[a] != equal:
+            jobs += [Run(setting, a, all_arms[a], s, tuned[a]) for s in head]
     main = run(jobs)
     sweep = []
     if preset["sweep_lr"]:

@@ -99,7 +99,8 @@ def test_a_short_level_keeps_the_first_exchanges_whole():
 
 def test_an_eot_token_the_tokenizer_lacks_is_named(tmp_path, caplog):
     """An `eot_tokens` entry that is no token of the tokenizer would silently stop segment cuts
-    ending turns at it: the warning names the key and the entry; known entries still count."""
+    ending turns at it: the warning names the key and the entry, once (the plan and each dataset
+    ask again); known entries still count."""
     from axolotl_curriculum.data.rows import turn_end_ids
     from axolotl_curriculum.testing import build_tokenizer
 
@@ -109,6 +110,9 @@ def test_an_eot_token_the_tokenizer_lacks_is_named(tmp_path, caplog):
     assert ids.tolist() == [tok.eos_token_id]
     assert "eot_tokens ['<|im_end|>']" in caplog.text
     caplog.clear()
+    with caplog.at_level("WARNING", logger="axolotl_curriculum"):
+        assert turn_end_ids(tok, ["</s>", "<|im_end|>"]).tolist() == [tok.eos_token_id]
+    assert "eot_tokens" not in caplog.text
     with caplog.at_level("WARNING", logger="axolotl_curriculum"):
         assert turn_end_ids(tok).tolist() == [tok.eos_token_id]
     assert "eot_tokens" not in caplog.text

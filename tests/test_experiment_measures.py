@@ -119,3 +119,22 @@ def test_diverged_is_a_rise_of_half_a_nat_over_an_earlier_eval(values):
                for j in range(i + 1, len(values)))
     assert diverged(records, evals) == rise
     assert diverged([{"loss": math.nan}], evals)  # a non-finite loss always counts
+
+
+def test_wall_time_is_read_from_the_trainers_event_clock(tmp_path):
+    """read_walls: seconds since the eval before step 1, at each logged step, from the
+    events' own wall clock (written here by torch's SummaryWriter, as the trainer does); a
+    step's train event wins over its eval (the eval's time is not the step's)."""
+    from torch.utils.tensorboard import SummaryWriter
+
+    from study.runs import read_walls
+
+    writer = SummaryWriter(str(tmp_path / "runs" / "x"))
+    start = 1_000_000.0
+    writer.add_scalar("eval/loss", 3.0, 0, walltime=start)
+    for step, t in ((5, 20.0), (10, 41.0)):
+        writer.add_scalar("train/loss", 2.0, step, walltime=start + t)
+        writer.add_scalar("eval/loss", 2.5, step, walltime=start + t + 7.0)
+    writer.close()
+    assert read_walls(tmp_path) == [(5, 20.0), (10, 41.0)]
+    assert read_walls(tmp_path / "none") == []

@@ -314,7 +314,7 @@ def test_a_run_with_probes_feeds_the_batches_of_the_run_without(tiny_model, tok,
     _loop.out = tmp_path / "probed"
     block = {"levels": levels, "probes": {
         "every": 3, "short": {"rows": 4}, "position_loss": {"rows": 2, "first_bucket": 16},
-        "passkey": {"lengths": [160], "depths": [0.5], "rows": 1}},
+        "passkey": {"lengths": [160, 384], "depths": [0.5], "rows": 1}},
         "sense_eval": {"passkey_min": 1.0}}  # unreachable: every level runs to its cap
     probed, probed_rng, run = _loop(tiny_model, tok, block, steps=18)
     assert probed == plain  # token ids, step by step
@@ -324,6 +324,8 @@ def test_a_run_with_probes_feeds_the_batches_of_the_run_without(tiny_model, tok,
     assert [r["step"] for r in lines if "probe/short" in r] == [3, 6, 9, 12, 15, 18]
     # from level 1 on: a level probes up to the next level's length (256)
     assert [r["step"] for r in lines if "probe/passkey@160" in r] == [9, 12, 15, 18]
+    # the last level (256) also probes the length beyond it it was asked for
+    assert [r["step"] for r in lines if "probe/passkey@384" in r] == [15, 18]
     assert [r["level"] for r in lines] == [0] * 6 + [1] * 6 + [2] * 6
     decisions = {r["step"]: r["decision"] for r in lines if "decision" in r}
     assert decisions == {3: "hold", 6: "pending", 9: "hold", 12: "pending", 15: "last_level",

@@ -23,7 +23,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .config import BUDGETS
+from .config import BUDGETS, Curriculum
+from .errors import CurriculumError
 from .cut import Cuts, Rows
 from .names import STEP_COUNTS
 
@@ -52,8 +53,27 @@ def main_cuts(cuts: Cuts | Mix) -> Cuts:
 
 def short_bins(share: float, n_bins: int) -> int:
     """Packed: the packed rows of a step's `n_bins` that hold short data (the level keeps one
-    at least). Few bins round a small share to none: the run refuses that (run.use_data)."""
+    at least). Few bins round a small share to none: check_short_bins refuses that."""
     return min(int(round(share * n_bins)), n_bins - 1)
+
+
+def check_short_bins(cur: Curriculum, n_bins: int) -> None:
+    """Packed, a step's short data is whole packed rows: a share of too few rounds to none, and
+    the level would silently keep no short data. Refused before training, naming the key."""
+    for k in range(1, len(cur.levels)):
+        share = cur.short_share_of(k)
+        if share <= 0 or short_bins(share, n_bins) > 0:
+            continue
+        key = (f"curriculum.levels[{k}].short_share" if cur.levels[k].short_share is not None
+               else "curriculum.short_share")
+        need = max(2, math.floor(0.5 / share) + 1)
+        fix = (f"raise gradient_accumulation_steps (or the ranks, or micro_batch_size where "
+               f"packed rows are real rows) to {need} packed rows a step")
+        raise CurriculumError(
+            f"{key}: {share:g} of the {n_bins} packed row(s) a step holds rounds to none, so "
+            f"level {k} would keep no short data; " + (
+                f"{fix} (one row cannot hold both)" if n_bins < 2
+                else f"{fix}, or short_share to more than {0.5 / n_bins:g}"))
 
 
 def _longest(cuts: Cuts | Mix) -> int:

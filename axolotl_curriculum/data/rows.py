@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import os
 
 import numpy as np
 
@@ -156,6 +157,9 @@ def content_digest(dataset, columns: tuple[str, ...] = ("input_ids", "labels", "
     return h.hexdigest()
 
 
+_SAID: set[tuple] = set()  # the eot_tokens warnings already given in this process
+
+
 def turn_end_ids(tokenizer, eot_tokens: list[str] | None = None) -> np.ndarray:
     """The token ids that end a chat turn: Axolotl's `eot_tokens` where set, else the
     tokenizer's eos (Axolotl's chat_template default, and ChatML's `<|im_end|>` where a
@@ -163,9 +167,12 @@ def turn_end_ids(tokenizer, eot_tokens: list[str] | None = None) -> np.ndarray:
     tokens = [t for t in eot_tokens or [tokenizer.eos_token] if t is not None]
     ids = {t: tokenizer.convert_tokens_to_ids(t) for t in tokens}
     unknown = [t for t, i in ids.items() if i is None or i == tokenizer.unk_token_id]
-    if unknown and eot_tokens:
+    said = (tokenizer.name_or_path, tuple(unknown))
+    if unknown and eot_tokens and said not in _SAID and int(os.environ.get("RANK", "0")) == 0:
         # Axolotl drops eot_tokens absent from the template; here a dropped one would silently
-        # stop segment cuts ending turns, so say so (the run still goes on: rows are cut as text)
+        # stop segment cuts ending turns, so say so, once a run on rank 0 (the plan and each
+        # dataset ask again); the run still goes on: rows are cut as text
+        _SAID.add(said)
         logger.warning(f"curriculum: eot_tokens {unknown} are not tokens of this tokenizer; "
                        f"segment cuts do not end chat turns at them. Fix: list your template's "
                        f"turn-ending token under eot_tokens (for ChatML: <|im_end|>)")

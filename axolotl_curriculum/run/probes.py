@@ -144,8 +144,12 @@ class Probes:
 
     # -- measuring ------------------------------------------------------------------------------
     def items(self, level: int) -> list[Item]:
-        """What a probe at `level` runs: passkey up to the next level's length (extrapolation)."""
-        upto = self.timeline.input_lens[min(level + 1, self.timeline.last_level)]
+        """What a probe at `level` runs: passkey up to the next level's length (extrapolation);
+        at the last level every length asked for (a length beyond the last level's: how far
+        the extended context carries)."""
+        last = self.timeline.last_level
+        upto = (self.timeline.input_lens[level + 1] if level < last
+                else max([self.timeline.input_lens[last]] + [pr.length for pr in self.prompts]))
         input_len = self.timeline.input_lens[level]
         out = [Item("short", ids, labels, 0) for ids, labels in self.short_rows]
         out += [Item("position_loss", ids[:input_len], labels[:input_len], 0)

@@ -25,7 +25,7 @@ from torch.utils.data import DataLoader
 from ..core.config import Curriculum
 from ..core.cut import Rows
 from ..core.errors import CurriculumError
-from ..core.plan import BatchPlan, Packer, short_bins
+from ..core.plan import BatchPlan, Packer, check_short_bins
 from ..core.schedule import Timeline
 from ..data.loader import LevelBatchSampler, make_loader, shard
 from ..data.rows import rows_for
@@ -127,26 +127,7 @@ class CurriculumRun:
                               truncate_excess=self.truncate_excess)
         self.cuts.check_all(self.batches_per_step, self.rank)
         if plan.packed:
-            self._check_short_bins(plan.batch_size * self.batches_per_step)
-
-    def _check_short_bins(self, n_bins: int) -> None:
-        """Packed, a step's short data is whole packed rows: a share of too few rounds to none,
-        and the level would silently keep no short data."""
-        cur = self.curriculum
-        for k in range(1, len(cur.levels)):
-            share = cur.short_share_of(k)
-            if share <= 0 or short_bins(share, n_bins) > 0:
-                continue
-            key = (f"curriculum.levels[{k}].short_share" if cur.levels[k].short_share is not None
-                   else "curriculum.short_share")
-            need = max(2, math.floor(0.5 / share) + 1)
-            fix = (f"raise gradient_accumulation_steps (or the ranks, or micro_batch_size where "
-                   f"packed rows are real rows) to {need} packed rows a step")
-            raise CurriculumError(
-                f"{key}: {share:g} of the {n_bins} packed row(s) a step holds rounds to none, so "
-                f"level {k} would keep no short data; " + (
-                    f"{fix} (one row cannot hold both)" if n_bins < 2
-                    else f"{fix}, or short_share to more than {0.5 / n_bins:g}"))
+            check_short_bins(self.curriculum, plan.batch_size * self.batches_per_step)
 
     def preflight_new_shapes(self) -> list[tuple[int, int, int]]:
         """Pre-flight the largest shapes the levels can feed now (at the start, and after a

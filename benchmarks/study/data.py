@@ -106,6 +106,13 @@ def write_jsonl(path: Path, rows: list[dict]) -> Path:
     return path
 
 
+def read_texts(path: Path, limit: int | None = None) -> list[str]:
+    """Each row's text: a completion row's `text`, an alpaca row's fields joined."""
+    rows = [json.loads(line) for line in path.read_text().splitlines()[:limit]]
+    return [r.get("text") or " ".join(str(r.get(k, "")) for k in ("instruction", "input", "output"))
+            for r in rows]
+
+
 def digest(*paths: Path) -> str:
     h = hashlib.sha256()
     for p in paths:
@@ -242,16 +249,14 @@ def passkey_rows(tok, rng: random.Random, n: int, lengths: tuple[int, int], digi
 
 
 def extend_data(work: Path, corpus: dict, tok, *, short: int, seq: int, passkey_share: float,
-                digits: int) -> dict:
+                pretrain_passkey_share: float, digits: int) -> dict:
     """The rows of the extension setting, in the base model's tokens: pretraining pieces of
     `short` tokens (documents cut in order, and passkey rows up to `short`), extension rows of
     `seq` tokens (a document's first `seq`, and passkey rows from `short` to `seq`), held-out
     documents' first `seq` tokens. Pieces are decoded to text; Axolotl truncates the few a
     token longer after re-encoding (excess_length_strategy: truncate)."""
     rng = random.Random(1234)
-
-    def texts(path):
-        return [json.loads(line)["text"] for line in path.read_text().splitlines()]
+    texts = read_texts
 
     def pieces(doc, size):
         ids = tok(doc, add_special_tokens=False)["input_ids"]
@@ -259,8 +264,8 @@ def extend_data(work: Path, corpus: dict, tok, *, short: int, seq: int, passkey_
 
     pretrain = [{"text": p, "kind": "doc"} for d in texts(corpus["pretrain_docs"])
                 for p in pieces(d, short - 8)]
-    n_keys = int(len(pretrain) * passkey_share / (1 - passkey_share))
-    pretrain += passkey_rows(tok, rng, n_keys, (short // 2, short - 8), digits)
+    n_keys = int(len(pretrain) * pretrain_passkey_share / (1 - pretrain_passkey_share))
+    pretrain += passkey_rows(tok, rng, n_keys, (short // 4, short - 8), digits)
     rng.shuffle(pretrain)
     train = [{"text": pieces(d, seq - 8)[0], "kind": "doc"} for d in texts(corpus["train_docs"])]
     n_keys = int(len(train) * passkey_share / (1 - passkey_share))
@@ -272,8 +277,9 @@ def extend_data(work: Path, corpus: dict, tok, *, short: int, seq: int, passkey_
              "test": write_jsonl(work / "test.jsonl", test)}
     n_doc = sum(r["kind"] == "doc" for r in train)
     return {**paths, "hash": digest(*paths.values()), "format": "completion", "base": short,
+            "digits": digits,
             "describe": f"standard-library source files as long documents: {len(pretrain)} "
-                        f"pretraining rows of <= {short} tokens ({passkey_share:.0%} of them passkey "
-                        f"rows); {len(train)} extension rows ({n_doc} documents' "
+                        f"pretraining rows of <= {short} tokens ({pretrain_passkey_share:.0%} of them "
+                        f"passkey rows); {len(train)} extension rows ({n_doc} documents' "
                         f"first {seq} tokens, {len(train) - n_doc} passkey rows of {short}-{seq} "
-                        f"tokens); {len(test)} held-out documents"}
+                        f"tokens, {passkey_share:.0%}); {len(test)} held-out documents"}

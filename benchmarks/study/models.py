@@ -13,6 +13,8 @@ import yaml
 from axolotl_curriculum.testing import (ALPACA, axolotl_env, base_config, build_tokenizer,
                                      save_llama)
 
+from .data import read_texts
+
 
 def fresh_model(out: Path, texts: list[str], *, vocab: int, hidden: int, layers: int,
                 seq: int, seed: int = 0) -> Path:
@@ -26,13 +28,7 @@ def fresh_model(out: Path, texts: list[str], *, vocab: int, hidden: int, layers:
 
 
 def _texts(*paths: Path, limit: int = 20000) -> list[str]:
-    texts = []
-    for path in paths:
-        for line in path.read_text().splitlines()[:limit]:
-            row = json.loads(line)
-            texts.append(row.get("text") or " ".join(
-                str(row.get(k, "")) for k in ("instruction", "input", "output")))
-    return texts + [ALPACA.format("x")] * 50
+    return [t for p in paths for t in read_texts(p, limit)] + [ALPACA.format("x")] * 50
 
 
 def pretrained(work: Path, data: dict, size: dict, init: Path | None = None) -> Path:

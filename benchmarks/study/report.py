@@ -52,6 +52,10 @@ class Setting:
         self.equal = res["equal"]
 
     def curve(self, run: Run, key: str = "flops") -> np.ndarray:
+        """Cumulative `flops`, `tokens` or `wall` seconds after each step (index = step - 1)."""
+        if key == "wall":  # interpolated between the logged steps
+            steps, secs = zip(*([(0, 0.0)] + list(run.walls)))
+            return np.interp(np.arange(1, len(run.records) + 1), steps, secs)
         return compute(run.records, self.model_config)[key]
 
     def runs(self, arm: str, knobs=None) -> list[Run]:
@@ -106,18 +110,18 @@ def setting_section(st: Setting, out: Path, figures: list[str]) -> tuple[list[st
         lines.append(f"| {arm} | " + " | ".join(fmt(cells.get(k)) for k in grid)
                      + f" | {knobs.tag} | {near} of {len(grid)} |")
     lines += ["", "Every other arm runs at the tuned baseline's settings "
-              f"({st.equal.tag}): equal settings. The staircase is also run at its own tuned "
-              "settings when they differ.", ""]
+              f"({st.equal.tag}): equal settings. The other tuned arm is also run at its own "
+              "tuned settings when they differ.", ""]
     # -- compute to target
     target, target_final = st.target(best), st.target(final)
     base_runs = st.runs("baseline")
     base_f = st.spend(base_runs, target, "flops")
     base_t = st.spend(base_runs, target, "tokens")
     base_ff = st.spend(base_runs, target_final, "flops")
+    base_w = st.spend(base_runs, target, "wall")
     rows, summary = [], {}
     arms = [(a, st.equal) for a in dict.fromkeys(r.arm for r in res["main"])]
-    if "staircase" in res["tuned"] and res["tuned"]["staircase"] != st.equal:
-        arms.append(("staircase", res["tuned"]["staircase"]))
+    arms += [(a, k) for a, k in res["tuned"].items() if a != "baseline" and k != st.equal]
     for arm, knobs in arms:
         rs = st.runs(arm, knobs)
         if not rs:
@@ -125,6 +129,7 @@ def setting_section(st: Setting, out: Path, figures: list[str]) -> tuple[list[st
         label = arm if knobs == st.equal else f"{arm} (own tuning {knobs.tag})"
         f_cell, f_verdict = ratio_cell(base_f, st.spend(rs, target, "flops"))
         t_cell, _ = ratio_cell(base_t, st.spend(rs, target, "tokens"))
+        w_cell, _ = ratio_cell(base_w, st.spend(rs, target, "wall"))
         ff_cell, _ = ratio_cell(base_ff, st.spend(rs, target_final, "flops"))
         p_base, p_arm = st.paired(rs)
         p_cell, p_verdict = ratio_cell(p_base, p_arm, paired_interval)
@@ -133,9 +138,11 @@ def setting_section(st: Setting, out: Path, figures: list[str]) -> tuple[list[st
         wall = [r.seconds for r in rs]
         rows.append(f"| {label} | {pm([best(r.evals) for r in rs])} | "
                     f"{pm([final(r.evals) for r in rs])} | {f_cell} | {f_verdict} | {t_cell} | "
+                    f"{w_cell} | "
                     f"{reached}/{len(rs)} | {p_cell} | "
                     f"{p_verdict} | {p_reached}/{len(p_arm)} | {ff_cell} | {pm(wall, '.0f')} |")
         summary[label] = {"flops_ratio": ratio_interval(base_f, st.spend(rs, target, "flops")),
+                          "wall_ratio": ratio_interval(base_w, st.spend(rs, target, "wall")),
                           "paired": paired_interval(p_base, p_arm),
                           "reached": reached, "n": len(rs),
                           "best": mean_interval([best(r.evals) for r in rs])}
@@ -147,22 +154,27 @@ def setting_section(st: Setting, out: Path, figures: list[str]) -> tuple[list[st
               "reach the target has a ratio over the seeds that did. *Paired*: per seed, the "
               "baseline's FLOPs to its own best eval loss over the arm's FLOPs to that loss, on "
               "the same seed (same data order): the seed-to-seed spread of the data order cancels; "
-              "a t interval on the per-seed log ratios.", "",
+              "a t interval on the per-seed log ratios. *Wall time*: seconds from the first "
+              "step to the target (the trainer's event clock; evals and probes during training "
+              "count; runs two at a time on shared cores, so noisier than FLOPs).", "",
               "| arm | best eval loss | final eval loss | FLOPs ratio [95% CI] "
-              "| interval excludes 1? | tokens ratio [95% CI] | reached "
+              "| interval excludes 1? | tokens ratio [95% CI] | wall-time ratio [95% CI] | reached "
               "| paired FLOPs ratio [95% CI] | excludes 1? | "
               "reached | FLOPs ratio to the baseline's final loss | wall s |",
-              "|---|---|---|---|---|---|---|---|---|---|---|---|"] + rows + [""]
-    curves = {}
-    for arm, knobs in arms:
-        rs = st.runs(arm, knobs)
-        label = arm if knobs == st.equal else f"{arm} (own tuning)"
-        points = [at_evals(r.evals, st.curve(r)) for r in rs]
-        curves[label] = [(np.array([c for c, _ in p]), np.array([v for _, v in p])) for p in points]
-    fig = f"results_{name}_loss_flops.png"
-    plots.loss_vs_flops(curves, target, out / fig, f"{name}: eval loss against compute")
-    figures.append(fig)
-    lines += [f"![{fig}]({fig})", ""]
+              "|---|---|---|---|---|---|---|---|---|---|---|---|---|"] + rows + [""]
+    timed = all(r.walls for arm, knobs in arms for r in st.runs(arm, knobs))
+    for key, what in (("flops", "compute"), ("wall", "wall time"))[:2 if timed else 1]:
+        curves = {}
+        for arm, knobs in arms:
+            label = arm if knobs == st.equal else f"{arm} (own tuning)"
+            points = [at_evals(r.evals, st.curve(r, key)) for r in st.runs(arm, knobs)]
+            curves[label] = [(np.array([c for c, _ in p]), np.array([v for _, v in p]))
+                             for p in points]
+        fig = f"results_{name}_loss_{key}.png"
+        plots.loss_vs_flops(curves, target, out / fig, f"{name}: eval loss against {what}",
+                            plots.FLOPS_AXIS if key == "flops" else plots.WALL_AXIS)
+        figures.append(fig)
+        lines += [f"![{fig}]({fig})", ""]
     # -- volatility at the tuned settings
     lines += ["### Volatility at the tuned settings", "",
               "| arm | spikes | gradient-norm CV, last 60% of the steps, full length "
@@ -175,7 +187,7 @@ def setting_section(st: Setting, out: Path, figures: list[str]) -> tuple[list[st
                      f"{pm([grad_cv(r.records, s.seq) for r in rs])} | "
                      f"{pm([max_grad(r.records) for r in rs], '.2f')} |")
     lines.append("")
-    lines += probe_section(st, arms)
+    lines += probe_section(st, arms, out, figures)
     lines += control_section(st)
     lines += sweep_section(st, out, figures)
     lines += schedule_section(st)
@@ -186,16 +198,24 @@ def setting_section(st: Setting, out: Path, figures: list[str]) -> tuple[list[st
     return lines, summary
 
 
-def last_probes(run: Run) -> dict[str, float]:
-    """The probe values on the run's last probed step (the run's end: probes run there)."""
+def last_probes(run: Run, every_key: bool = False) -> dict[str, float]:
+    """The probe values on the run's last probed step (the run's end: probes run there);
+    without `every_key`, the per-depth and chat-form passkey keys are left out."""
     probed = [r for r in run.records if any(k.startswith("probe/") for k in r)]
     return {k[len("probe/"):]: v for k, v in (probed[-1] if probed else {}).items()
-            if k.startswith("probe/") and "/depth" not in k and "passkey_chat" not in k}
+            if k.startswith("probe/")
+            and (every_key or ("/depth" not in k and "passkey_chat" not in k))}
 
 
-def probe_section(st: Setting, arms) -> list[str]:
+def _mean(values: list[float]) -> float:
+    finite = [v for v in values if math.isfinite(v)]
+    return float(np.mean(finite)) if finite else math.nan
+
+
+def probe_section(st: Setting, arms, out: Path, figures: list[str]) -> list[str]:
     """The arms' probes at their last step (docs/probes.md), where the arms ran probes:
-    short-context loss, loss per position bucket, passkey accuracy per length."""
+    short-context loss, loss per position bucket, passkey accuracy per length; the passkey
+    by length and depth as heat maps, the loss per position as lines."""
     ends = {arm: [last_probes(r) for r in st.runs(arm, knobs)] for arm, knobs in arms}
     keys = sorted({k for runs in ends.values() for p in runs for k in p},
                   key=lambda k: (k.split("@")[0], int(k.split("@")[1].split("-")[0])
@@ -210,7 +230,27 @@ def probe_section(st: Setting, arms) -> list[str]:
     for arm, runs in ends.items():
         lines.append(f"| {arm} | " + " | ".join(
             pm([p.get(k, float("nan")) for p in runs], ".2f") for k in keys) + " |")
-    return lines + [""]
+    lines.append("")
+    heat, position = {}, {}
+    for arm, knobs in arms:
+        every = [last_probes(r, every_key=True) for r in st.runs(arm, knobs)]
+        cells = {k for p in every for k in p if k.startswith("passkey@") and "/depth" in k}
+        heat[arm] = {(int(k.split("@")[1].split("/")[0]), float(k.split("/depth")[1])):
+                     _mean([p.get(k, math.nan) for p in every]) for k in cells}
+        buckets = {k for p in every for k in p if k.startswith("position_loss@")}
+        position[arm] = {int(k.split("@")[1].split("-")[1]):
+                         _mean([p.get(k, math.nan) for p in every]) for k in buckets}
+    for values, draw, fig, title in (
+            (heat, plots.passkey_heatmaps, "passkey", "passkey accuracy at the last step (mean "
+                                                       "over seeds)"),
+            (position, plots.position_loss, "position_loss", "held-out loss by position at the "
+                                                             "last step")):
+        if any(values.values()):
+            fig = f"results_{st.s.name}_{fig}.png"
+            draw({a: v for a, v in values.items() if v}, out / fig, f"{st.s.name}: {title}")
+            figures.append(fig)
+            lines += [f"![{fig}]({fig})", ""]
+    return lines
 
 
 def control_section(st: Setting, control: str = "random_admit") -> list[str]:

@@ -71,6 +71,7 @@ class Run:
     ok: bool = False
     records: list[dict] = field(default_factory=list)   # rank 0's curriculum_log.jsonl
     evals: list[tuple[int, float]] = field(default_factory=list)  # (step, eval loss)
+    walls: list[tuple[int, float]] = field(default_factory=list)  # (step, s since training began)
     cached: bool = False
 
     @property
@@ -119,6 +120,7 @@ def train(run: Run, work: Path) -> Run:
         saved = json.loads(done.read_text())
         run.seconds, run.ok, run.records = saved["seconds"], saved["ok"], saved["records"]
         run.evals = [tuple(e) for e in saved["evals"]]
+        run.walls = [tuple(w) for w in saved["walls"]] if "walls" in saved else read_walls(run.out)
         run.cached = True
         return run
     run.out.mkdir(parents=True, exist_ok=True)
@@ -136,10 +138,12 @@ def train(run: Run, work: Path) -> Run:
         lines = [json.loads(l) for l in log.read_text().splitlines() if l.strip()]
         run.records = sorted((r for r in lines if r.get("rank", 0) == 0), key=lambda r: r["step"])
     run.evals = read_evals(run.out)
+    run.walls = read_walls(run.out)
     # a run that diverged still finished: its losses are the result
     run.ok = proc.returncode == 0 and bool(run.records)
     done.write_text(json.dumps({"name": run.name, "seconds": run.seconds, "ok": run.ok,
-                                "records": run.records, "evals": run.evals}))
+                                "records": run.records, "evals": run.evals,
+                                "walls": run.walls}))
     return run
 
 
@@ -173,13 +177,31 @@ def prepare(setting: Setting, work: Path) -> None:
     (folder / "done").touch()
 
 
-def read_evals(out: Path) -> list[tuple[int, float]]:
+def _scalars(out: Path, tag: str) -> list:
+    """The trainer's TensorBoard events for `tag` (step, value, wall_time), in step order."""
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-    evals = []
+    events = []
     for ev in (out / "runs").rglob("events.out.tfevents.*") if (out / "runs").exists() else []:
         acc = EventAccumulator(str(ev))
         acc.Reload()
-        if "eval/loss" in acc.Tags().get("scalars", []):
-            evals += [(e.step, e.value) for e in acc.Scalars("eval/loss")]
-    return sorted(evals)
+        if tag in acc.Tags().get("scalars", []):
+            events += acc.Scalars(tag)
+    return sorted(events, key=lambda e: e.step)
+
+
+def read_evals(out: Path) -> list[tuple[int, float]]:
+    return [(e.step, e.value) for e in _scalars(out, "eval/loss")]
+
+
+def read_walls(out: Path) -> list[tuple[int, float]]:
+    """Seconds since training began at each logged step, from the events' wall clock: the
+    eval before step 1 ends when training begins (else the first logged step is 0 s). Evals
+    and probes during training count, as they do for a user."""
+    steps = _scalars(out, "eval/loss") + _scalars(out, "train/loss")  # a step's train event
+    # (logged before that step's eval) wins: the time the step's weights were there
+    if not steps:
+        return []
+    starts = [e.wall_time for e in steps if e.step == 0]
+    t0 = max(starts) if starts else min(e.wall_time for e in steps)
+    return sorted({e.step: e.wall_time - t0 for e in steps if e.step > 0}.items())
