@@ -3,7 +3,7 @@
 from .core.config import Curriculum, Level
 
 __all__ = ["Curriculum", "CurriculumPlugin", "CurriculumRun", "Level", "attach"]
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
 
 def __getattr__(name):

@@ -131,6 +131,14 @@ def test_two_ranks_unpacked_token_budget_with_eval_over_epochs(axolotl_train):
     assert mean(0) > 0.7 * mean(2)
     assert r0[0]["global_examples"] > 2 * r0[-1]["global_examples"]
     assert run.output.count("'eval_loss'") >= 3  # steps 10, 20, 30: no hang
+    # save_strategy "no": no trainer_state.json, yet report has the evals the trainer printed
+    from axolotl_curriculum.commands.run_files import load
+
+    printed = [float(x) for x in re.findall(r"'eval_loss': '?([0-9.e+-]+)", run.output)]
+    evals = load(run.out).eval_loss
+    assert not (run.out / "trainer_state.json").exists()
+    assert [s for s, _ in evals][:4] == [0, 10, 20, 30] and len(evals) == len(printed)
+    assert all(abs(a - b) <= 1e-3 * b for (_, a), b in zip(evals, printed))
     assert re.search(r"'epoch': '?2\.\d", run.output)  # 360 rows / (8 x 2 x 2) = 11 steps per epoch
     assert "pre-flight at the largest micro-batch" in run.output
     assert_plan_matches_fed(run.out, ranks=2)  # 2 ranks, 3 epochs

@@ -16,6 +16,9 @@ from .status import exit_status
 def parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="axolotl-curriculum",
                                  description="Plan a curriculum before training; report on a run after it.")
+    from .. import __version__
+
+    ap.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     sub = ap.add_subparsers(dest="command", required=True)
     plan = sub.add_parser("plan", help="what each level will feed and cost, before training")
     plan.add_argument("config", help="the Axolotl config (YAML) you train with")

@@ -3,8 +3,9 @@
 The data model `report` aggregates (report.py) and draws (report_plots.py) from. Inputs, all in
 the run's output dir: `curriculum_log.jsonl` (one line per optimizer step and rank, any order; a
 cut last line is skipped), `curriculum_summary.json` and `curriculum_plan.json` where present,
-and HF's `trainer_state.json` (there or in the newest `checkpoint-*/`) for eval loss. Probes
-(`probe/*` keys, run/probes.py) are read from the lines of the steps they ran after.
+and `curriculum_evals.jsonl` for eval loss (else HF's `trainer_state.json`, there or in the
+newest `checkpoint-*/`). Probes (`probe/*` keys, run/probes.py) are read from the lines of the
+steps they ran after.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from pathlib import Path
 
 from ..core.config import SenseGrad
 from ..core.errors import CurriculumError
-from ..core.names import LOG_FILE, PLAN_FILE, STEP_COUNTS, SUMMARY_FILE, WAITING
+from ..core.names import EVAL_FILE, LOG_FILE, PLAN_FILE, STEP_COUNTS, SUMMARY_FILE, WAITING
 from ..core.sense_eval import SHORT
 
 STATS = ("grad_cv", "spikes", "loss_slope")  # sense_grad's statistics, each with a `max_<stat>`
@@ -227,6 +228,23 @@ def trainer_state(output_dir: Path, notes: list[str]) -> dict | None:
     return _read_json(path, notes)
 
 
+def eval_points(output_dir: Path, notes: list[str]) -> list[tuple[int, float]]:
+    """(step, eval loss) from the run's own evals file; a run without one (a hand-written loop,
+    an older version) from the trainer's `trainer_state.json`, which only a saved checkpoint
+    or the end of training writes."""
+    if (output_dir / EVAL_FILE).is_file():
+        lines = []
+        for raw in (output_dir / EVAL_FILE).read_text(errors="replace").splitlines():
+            try:
+                lines.append(json.loads(raw, parse_constant=lambda _: None))
+            except ValueError:  # a line cut short by a killed run
+                continue
+    else:
+        lines = (trainer_state(output_dir, notes) or {}).get("log_history") or []
+    return [(e["step"], e["eval_loss"]) for e in lines
+            if e.get("eval_loss") is not None and e.get("step") is not None]
+
+
 def load(output_dir: str | Path) -> Run:
     output_dir = Path(output_dir)
     if not output_dir.is_dir():
@@ -245,9 +263,7 @@ def load(output_dir: str | Path) -> Run:
     run = Run(output_dir, steps, sorted({rank for _, rank in lines}), notes=notes)
     run.summary = _read_json(output_dir / SUMMARY_FILE, notes)
     run.plan = _read_json(output_dir / PLAN_FILE, notes)
-    state = trainer_state(output_dir, notes) or {}
-    run.eval_loss = [(e["step"], e["eval_loss"]) for e in state.get("log_history") or []
-                     if e.get("eval_loss") is not None and e.get("step") is not None]
+    run.eval_loss = eval_points(output_dir, notes)
     check_ranks(run)
     check_summary(run)
     return run

@@ -5,6 +5,7 @@ name from here, so a file is never spelled two ways.
 """
 
 LOG_FILE = "curriculum_log.jsonl"          # a line per optimizer step and rank (run/runlog.py)
+EVAL_FILE = "curriculum_evals.jsonl"       # a line per evaluation: the trainer's eval metrics
 SUMMARY_FILE = "curriculum_summary.json"   # per level, what the run fed (written at the end)
 PLAN_FILE = "curriculum_plan.json"         # the run's own projection, for `report` (rank 0)
 STATE_FILE = "curriculum_state.json"       # in each checkpoint folder: what a resume needs

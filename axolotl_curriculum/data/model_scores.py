@@ -15,6 +15,7 @@ from collections.abc import Callable
 
 import numpy as np
 import torch
+from tqdm.auto import tqdm
 
 from ..core.cut import Rows
 
@@ -75,8 +76,13 @@ def model_scores(score: str, model, dataset, rows: Rows, *, rank: int = 0, world
     training = model.training
     model.eval()
     start = time.perf_counter()
+    if rank == 0:
+        logger.info("curriculum: difficulty %s: scoring %d examples with the model (one "
+                    "forward each, before step 1)", score, len(chosen))
+    batches = range(0, len(mine), batch_size)
     with torch.no_grad():
-        for i in range(0, len(mine), batch_size):
+        for i in tqdm(batches, desc=f"curriculum: scoring ({score})", unit="batch",
+                      disable=rank != 0 or len(batches) < 8, leave=False):
             idx = mine[i:i + batch_size].tolist()
             batch = [_labelled(dataset[j], int(rows.first_label[j])) for j in idx]
             loss = _losses(model, _pad(batch, pad_token_id, device))

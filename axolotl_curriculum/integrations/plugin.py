@@ -22,6 +22,22 @@ from .trainer import attach, default_resume_dir
 
 logger = logging.getLogger(__name__)
 PLUGIN = "axolotl_curriculum.CurriculumPlugin"
+TESTED_AXOLOTL = ((0, 19), (0, 21))  # the oldest and the newest Axolotl the tests run on
+
+
+def untested_axolotl(version: str) -> str | None:
+    """A warning for an Axolotl outside the tested range (the plugin uses its internals: the
+    sampler, collators and config hooks, which change between releases); None inside it."""
+    try:
+        found = tuple(int(p) for p in version.split(".")[:2])
+    except ValueError:
+        return None  # a development build: nothing to compare
+    low, high = TESTED_AXOLOTL
+    if low <= found <= high:
+        return None
+    return (f"curriculum: axolotl {version} is outside the tested range "
+            f"{'.'.join(map(str, low))}-{'.'.join(map(str, high))}; if training misbehaves, "
+            f"pin axolotl=={'.'.join(map(str, high))}.* or report it")
 
 
 def misspelled_key(raw: dict) -> str | None:
@@ -102,6 +118,11 @@ class CurriculumPlugin(BasePlugin):
         typo = misspelled_key(cfg)
         if typo:
             raise CurriculumError(typo)
+        import axolotl
+
+        untested = untested_axolotl(getattr(axolotl, "__version__", ""))
+        if untested and _rank0():
+            logger.warning(untested)
         if cfg.get("curriculum") is None and _rank0():
             logger.warning("curriculum: no curriculum: block in the config; training runs without "
                         "a curriculum (add one, or remove %s from plugins)", PLUGIN)

@@ -144,6 +144,9 @@ class CurriculumCallback(TrainerCallback):
         self.run.on_step_end(state.global_step, self.grad_norm)
         self.grad_norm = None
 
+    def on_evaluate(self, args, state, control, metrics=None, **kwargs):
+        self.run.on_evaluate(state.global_step, metrics or {})
+
     def on_save(self, args, state, control, **kwargs):
         saved = self.run.state_dict(state.global_step)  # every rank: it may reduce
         checkpoint = Path(args.output_dir) / f"checkpoint-{state.global_step}"

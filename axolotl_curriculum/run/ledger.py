@@ -53,12 +53,13 @@ class Ledger:
     @staticmethod
     def text(levels: list[dict]) -> str:
         """The end-of-run console table."""
-        keys = ("steps", *(f"global_{k}" for k in SUMMED))
-        lines = ["curriculum summary (global_*: planned for all ranks together)",
-                 "  level input_len truncation " + " ".join(keys)]
-        for row in levels:
-            lines.append(f"  {row['level']} {row['input_len']} {row['truncation']} "
-                         + " ".join(str(row[key]) for key in keys))
+        keys = ("level", "input_len", "truncation", "steps", *(f"global_{k}" for k in SUMMED))
+        heads = [k.removeprefix("global_") for k in keys]
+        cells = [[str(row[k]) for k in keys] for row in levels]
+        widths = [max(len(c) for c in column) for column in zip(heads, *cells)]
+        lines = ["curriculum summary (counts planned for all ranks together; terms: "
+                 "docs/glossary.md)"]
+        lines += ["  " + "  ".join(c.rjust(w) for c, w in zip(row, widths)) for row in [heads] + cells]
         return "\n".join(lines)
 
     @staticmethod

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from tqdm.auto import tqdm
 
 from ..core.config import Curriculum
 from ..core.cut import Cuts, Rows, level_cuts
@@ -88,6 +89,9 @@ def _simulate(plan: BatchPlan, level_of: list[int], per_step: int, steps_per_epo
            for k in range(len(cuts))}
     last_waiting: dict[int, int] = {}
     total, step, restarts, exact = len(level_of), 0, 0, True
+    simulated = sum(min(level_of.count(k), sample) for k in range(len(cuts)))
+    bar = tqdm(total=simulated, desc="curriculum: planning", unit="step", leave=False,
+               disable=simulated < 500)  # a large dataset's plan takes seconds a level
     while step < total:
         epoch, first = step // steps_per_epoch, step - step % steps_per_epoch
         if step != first:  # restarted mid-epoch after leaving a sampled level
@@ -108,12 +112,14 @@ def _simulate(plan: BatchPlan, level_of: list[int], per_step: int, steps_per_epo
             for key in STEP_COUNTS:
                 a[key] += counts[key]
             a["steps"] += 1
+            bar.update()
             flops, attention = _step_flops(plan, batches, model_config)
             a["flops"] += flops
             a["attention"] += attention
             last_waiting[level] = counts[WAITING]
         else:
             step = end
+    bar.close()
     for level, a in acc.items():
         a[WAITING] = last_waiting.get(level, 0)
     return acc, exact

@@ -311,6 +311,11 @@ class CurriculumRun:
         if self.rope is not None:
             self.rope.apply(self.global_step)
 
+    def on_evaluate(self, global_step: int, metrics: dict) -> None:
+        """An evaluation after `global_step` steps: its metrics go to the evals file (rank 0),
+        so `report` plots them whether or not the run saved checkpoints."""
+        self.log.add_eval(global_step, metrics)
+
     def finish(self) -> None:
         self.log.flush()
         self.log.write_summary(self.summary())

@@ -1,4 +1,6 @@
-"""The run log: `curriculum_log.jsonl` (a line per optimizer step and rank) and the summary.
+"""The run log: `curriculum_log.jsonl` (a line per optimizer step and rank), the evals
+(`curriculum_evals.jsonl`, rank 0: what `report` plots, whatever the checkpoint settings) and
+the summary.
 
 Per-step measurements stay device tensors until `flush()`, the only place that reads them (one
 transfer for all pending steps), so the training hot path never waits on the host. Every line
@@ -15,7 +17,7 @@ from pathlib import Path
 
 import torch
 
-from ..core.names import LOG_FILE, SUMMARY_FILE
+from ..core.names import EVAL_FILE, LOG_FILE, SUMMARY_FILE
 
 # A step's device tensor, in this order: this rank's measurements (batch_stats.measure_batch),
 # its loss summed over micro-batches, and the trainer's gradient norm.
@@ -58,15 +60,30 @@ class RunLog:
         self._micro: list[torch.Tensor] = []
         self._pending: list[tuple[dict, torch.Tensor]] = []
 
+    @property
+    def evals_path(self) -> Path:
+        return self.path.parent / EVAL_FILE
+
     def start(self, resumed_at: int) -> None:
         """Rank 0 drops lines a resumed run will write again (a fresh run starts empty)."""
         if self.rank != 0:
             return
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        kept = []
-        if resumed_at > 0 and self.path.exists():
-            kept = [r for r in read_lines(self.path) if r.get("step", 0) <= resumed_at]
-        self.path.write_text("".join(dumps(r) + "\n" for r in kept))
+        for path in (self.path, self.evals_path):
+            kept = []
+            if resumed_at > 0 and path.exists():
+                kept = [r for r in read_lines(path) if r.get("step", 0) <= resumed_at]
+            path.write_text("".join(dumps(r) + "\n" for r in kept))
+
+    def add_eval(self, step: int, metrics: dict) -> None:
+        """Rank 0 appends an evaluation's numeric metrics (`eval_loss`, ...) at `step`: the
+        trainer's own numbers, already reduced over ranks by it."""
+        if self.rank != 0:
+            return
+        kept = {k: float(v) for k, v in metrics.items()
+                if isinstance(v, (int, float)) and not isinstance(v, bool)}
+        with self.evals_path.open("a") as f:
+            f.write(dumps({"step": step, **kept}) + "\n")
 
     def add_micro_batch(self, measured: torch.Tensor) -> None:
         """One micro-batch's device tensor: `MEASURED`, then its loss."""
