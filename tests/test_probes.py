@@ -326,6 +326,10 @@ def test_a_run_with_probes_feeds_the_batches_of_the_run_without(tiny_model, tok,
     assert [r["step"] for r in lines if "probe/passkey@160" in r] == [9, 12, 15, 18]
     # the last level (256) also probes the length beyond it it was asked for
     assert [r["step"] for r in lines if "probe/passkey@384" in r] == [15, 18]
+    # the probes before step 1 (the model as it came): with the evals, no step line to ride on
+    before = [json.loads(x) for x in (tmp_path / "probed" / "curriculum_evals.jsonl").open()]
+    assert [r["step"] for r in before] == [0] and before[0]["probe/short"] > 0
+    assert "probe/position_loss@0-16" in before[0]
     assert [r["level"] for r in lines] == [0] * 6 + [1] * 6 + [2] * 6
     decisions = {r["step"]: r["decision"] for r in lines if "decision" in r}
     assert decisions == {3: "hold", 6: "pending", 9: "hold", 12: "pending", 15: "last_level",

@@ -223,6 +223,8 @@ class CurriculumRun:
         values = self.probes.measure(self.timeline.level_at(max(global_step - 1, 0)))
         if global_step > 0:
             self.log.annotate(global_step, **values)
+        else:  # the model before training (its own RoPE): no step line to ride on, so with
+            self.log.add_eval(0, values)  # the evals, as the reference retention is read against
         if self.decisions is not None:
             self.decisions.probed(global_step, values)
 
