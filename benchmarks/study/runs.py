@@ -16,6 +16,7 @@ from pathlib import Path
 
 import yaml
 
+from axolotl_curriculum.core.names import EVAL_FILE
 from axolotl_curriculum.testing import axolotl_env, base_config
 
 from .arms import WARMUP
@@ -72,6 +73,7 @@ class Run:
     records: list[dict] = field(default_factory=list)   # rank 0's curriculum_log.jsonl
     evals: list[tuple[int, float]] = field(default_factory=list)  # (step, eval loss)
     walls: list[tuple[int, float]] = field(default_factory=list)  # (step, s since training began)
+    before: dict = field(default_factory=dict)  # the probes before step 1 (the model as it came)
     cached: bool = False
 
     @property
@@ -121,6 +123,7 @@ def train(run: Run, work: Path) -> Run:
         run.seconds, run.ok, run.records = saved["seconds"], saved["ok"], saved["records"]
         run.evals = [tuple(e) for e in saved["evals"]]
         run.walls = [tuple(w) for w in saved["walls"]] if "walls" in saved else read_walls(run.out)
+        run.before = read_before(run.out)
         run.cached = True
         return run
     run.out.mkdir(parents=True, exist_ok=True)
@@ -139,6 +142,7 @@ def train(run: Run, work: Path) -> Run:
         run.records = sorted((r for r in lines if r.get("rank", 0) == 0), key=lambda r: r["step"])
     run.evals = read_evals(run.out)
     run.walls = read_walls(run.out)
+    run.before = read_before(run.out)
     # a run that diverged still finished: its losses are the result
     run.ok = proc.returncode == 0 and bool(run.records)
     done.write_text(json.dumps({"name": run.name, "seconds": run.seconds, "ok": run.ok,
@@ -192,6 +196,20 @@ def _scalars(out: Path, tag: str) -> list:
 
 def read_evals(out: Path) -> list[tuple[int, float]]:
     return [(e.step, e.value) for e in _scalars(out, "eval/loss")]
+
+
+def read_before(out: Path) -> dict[str, float]:
+    """The probes before step 1 (`probe/...` of curriculum_evals.jsonl's step-0 line)."""
+    path = out / EVAL_FILE
+    found = {}
+    for raw in path.read_text().splitlines() if path.exists() else []:
+        try:
+            line = json.loads(raw)
+        except ValueError:  # cut short by a killed run
+            continue
+        if line.get("step") == 0:
+            found.update({k: v for k, v in line.items() if k.startswith("probe/")})
+    return found
 
 
 def read_walls(out: Path) -> list[tuple[int, float]]:
