@@ -267,11 +267,14 @@ def extend_data(work: Path, corpus: dict, tok, *, short: int, seq: int, passkey_
     n_keys = int(len(pretrain) * pretrain_passkey_share / (1 - pretrain_passkey_share))
     pretrain += passkey_rows(tok, rng, n_keys, (short // 4, short - 8), digits)
     rng.shuffle(pretrain)
-    train = [{"text": pieces(d, seq - 8)[0], "kind": "doc"} for d in texts(corpus["train_docs"])]
+    # a document's first `seq` tokens (one shorter than half of that has no piece: left out)
+    train = [{"text": p, "kind": "doc"} for d in texts(corpus["train_docs"])
+             for p in pieces(d, seq - 8)[:1]]
     n_keys = int(len(train) * passkey_share / (1 - passkey_share))
     train += passkey_rows(tok, rng, n_keys, (short, seq - 8), digits)
     rng.shuffle(train)
-    test = [{"text": pieces(d, seq - 8)[0], "kind": "doc"} for d in texts(corpus["test_docs"])]
+    test = [{"text": p, "kind": "doc"} for d in texts(corpus["test_docs"])
+            for p in pieces(d, seq - 8)[:1]]
     paths = {"pretrain": write_jsonl(work / "pretrain.jsonl", pretrain),
              "train": write_jsonl(work / "train.jsonl", train),
              "test": write_jsonl(work / "test.jsonl", test)}
