@@ -27,7 +27,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from study import data as datasets
-from study.arms import CORE, EXTEND, EXTRA, arms, extend_arms
+from study.arms import CORE, EXTEND, EXTRA, RATIOS, arms, extend_arms
 from study.models import fresh_model, pretrained
 from study.report import write_report
 from study.runs import Knobs, Run, Setting, prepare, train
@@ -95,6 +95,14 @@ PRESETS = {
                               "lora": dict(arms=("baseline", "staircase", "warmup_shuffle"),
                                            grid_warmup=(0.2,), headline_seeds=3, sweep_lr=(),
                                            schedules=False)}),
+    # issue 26: the stability sweep at length ratios 4, 16, 64 (and a ramp from 8 tokens), from
+    # scratch (add --settings finetune for fine-tuning: ~4 h more), around each setting's first
+    # blow-up in the full preset, with and without warmup, 3 seeds a cell (not run yet)
+    "ratios": dict(settings=("scratch",), seeds=3, headline_seeds=3, arms=RATIOS,
+                   grid_lr=(0.5, 1.0, 2.0, 4.0), grid_warmup=(0.02, 0.2), sweep_seeds=3,
+                   sweep_arms=RATIOS, schedules=False, sweep_lr=(),
+                   per_setting={"scratch": dict(sweep_lr=(32.0, 64.0, 128.0, 256.0)),
+                                "finetune": dict(sweep_lr=(8.0, 16.0, 32.0, 64.0))}),
     # the real model (--size real): the arms that decide, no tuning grid, 3 seeds
     "real": dict(settings=("real",), seeds=3, headline_seeds=3,
                  arms=("baseline", "staircase", "warmup_shuffle"), grid_lr=(1.0,),
@@ -253,11 +261,12 @@ def study(setting: Setting, preset: dict, chosen: list[str], run: Runner) -> dic
             jobs += [Run(setting, a, all_arms[a], s, tuned[a]) for s in head]
     main = run(jobs)
     sweep = []
+    swept = [a for a in preset.get("sweep_arms", tuned_arms) if a in chosen]
     if preset["sweep_lr"]:
         for wu in (0.0, equal.warmup):
             sweep += [Run(setting, a, all_arms[a], s, Knobs(equal.lr_mult * m, wu, clip=clip))
                       for clip in preset.get("sweep_clip", (None,))
-                      for a in tuned_arms for m in preset["sweep_lr"]
+                      for a in swept for m in preset["sweep_lr"]
                       for s in range(preset.get("sweep_seeds", 2))]
         sweep = run(sweep)
     schedules = []

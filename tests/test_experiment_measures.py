@@ -138,3 +138,35 @@ def test_wall_time_is_read_from_the_trainers_event_clock(tmp_path):
     writer.close()
     assert read_walls(tmp_path) == [(5, 20.0), (10, 41.0)]
     assert read_walls(tmp_path / "none") == []
+
+
+def test_the_ratio_section_finds_a_ratio_that_doubles_the_stable_lr(tiny_model, tmp_path):
+    """Issue 26's table from made-up sweep runs: the baseline diverges at x4 (a NaN loss), the
+    staircase from seq/16 does not (largest stable LR x4 against x2: 2x), the staircase from
+    seq/4 diverges with the baseline; the arms' ratios come from their own first lengths."""
+    from study.arms import arms
+    from study.report import Setting as Measured, ratio_section
+    from study.runs import Knobs, Run, Setting
+
+    setting = Setting("scratch", tiny_model, {}, 256, 10, 2, 1e-3, 5)
+    blocks = arms(256, 10)
+
+    def run(arm, mult, blows):
+        loss = [2.0] * 9 + [float("nan") if blows else 1.5]
+        records = [{"step": i + 1, "loss": x, "grad_norm": 1.0, "input_len": 256}
+                   for i, x in enumerate(loss)]
+        return Run(setting, arm, blocks[arm], 0, Knobs(mult, 0.0), ok=True, records=records,
+                   evals=[(5, 2.0), (10, 1.9)])
+
+    sweep = [run("baseline", 2.0, False), run("baseline", 4.0, True),
+             run("staircase", 2.0, False), run("staircase", 4.0, True),
+             run("staircase_r16", 2.0, False), run("staircase_r16", 4.0, False)]
+    st = Measured({"setting": setting, "equal": Knobs(), "sweep": sweep, "main": []})
+    figures = []
+    lines = ratio_section(st, tmp_path, figures)
+    rows = {line.split(" | ")[1]: line for line in lines if line.startswith("| no warmup")}
+    assert " 16x | x4 |" in rows["staircase_r16"] and rows["staircase_r16"].endswith("| yes |")
+    assert " 4x | x2 |" in rows["staircase"] and rows["staircase"].endswith("| - |")
+    assert " 1x | x2 |" in rows["baseline"]
+    assert "- no warmup: 2x at staircase_r16 (16x)" in lines
+    assert (tmp_path / figures[0]).is_file()

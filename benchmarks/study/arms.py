@@ -34,6 +34,38 @@ def one_length(seq: int, steps: int, share: float = STAGED_SHARE) -> list[dict]:
     return [{"input_len": mean, "max_steps": len(short)}, {"input_len": seq}]
 
 
+def staircase_from(seq: int, steps: int, first: int, n: int = 4,
+                   share: float = STAGED_SHARE) -> list[dict]:
+    """The staircase from `first` tokens: n levels evenly spaced from `first` to `seq`, the
+    short ones `share` of the run (from seq/4 it is `staircase`)."""
+    lens = [round(first + k * (seq - first) / (n - 1)) for k in range(n)]
+    per = max(1, int(steps * share) // (n - 1))
+    return [{"input_len": L, "max_steps": per} for L in lens[:-1]] + [{"input_len": seq}]
+
+
+def ratio_arms(seq: int, steps: int, share: float = STAGED_SHARE) -> dict[str, dict]:
+    """Issue 26: arms that differ from `staircase` and `warmup_shuffle` (both from seq/4) only
+    in their first length: seq/16 and seq/64 (8 tokens at least), and DeepSpeed's
+    `fixed_linear` (from 8 tokens, 8 more every few steps, over the same share of the run)."""
+    out = {}
+    for ratio in (16, 64):
+        first = max(8, seq // ratio)
+        out[f"staircase_r{ratio}"] = {"levels": staircase_from(seq, steps, first, share=share)}
+        out[f"warmup_shuffle_r{ratio}"] = {"levels": [
+            {"input_len": first, "max_steps": max(1, steps // 10)}, {"input_len": seq}]}
+    out["fixed_linear"] = {"levels": {"ramp": {"from": 8, "to": seq, "step_size": 8,
+                                               "steps": max(1, int(steps * share))}}}
+    return out
+
+
+def first_length(arm: dict) -> int:
+    """An arm's first input_len (a ramp's `from`): its length ratio is seq / this."""
+    levels = arm["levels"]
+    if isinstance(levels, dict):
+        return levels["ramp"]["from"]
+    return levels[0]["input_len"] if isinstance(levels, list) else 0
+
+
 def admit_ladder(seq: int, steps: int) -> list[dict]:
     """Full length throughout; a third, then two thirds of the examples, 20% of the steps each."""
     per = max(1, steps // 5)
@@ -66,6 +98,7 @@ def arms(seq: int, steps: int) -> dict[str, dict]:
         "loss": {"difficulty": "loss", "levels": admit_ladder(seq, steps)},  # the base model's
         "random_admit": {"difficulty": {"score": "random", "seed": 1},
                          "levels": admit_ladder(seq, steps)},
+        **ratio_arms(seq, steps),
     }
 
 
@@ -73,6 +106,9 @@ def arms(seq: int, steps: int) -> dict[str, dict]:
 CORE = ("baseline", "staircase", "sense_grad", "segment", "filter", "examples_budget", "one_word",
         "warmup_shuffle")
 EXTRA = ("one_length", "auto", "rarity", "compression", "loss", "random_admit")
+# issue 26: the staircase and the warm-up control at length ratios 4, 16 and 64, and a ramp
+RATIOS = ("baseline", "staircase", "staircase_r16", "staircase_r64", "fixed_linear",
+          "warmup_shuffle", "warmup_shuffle_r16", "warmup_shuffle_r64")
 
 
 # -- the context-extension setting (issue 24): a model pretrained at `base` tokens, extended to

@@ -1,5 +1,6 @@
-"""The experiment's figures, one PNG each: eval loss against FLOPs with a band over seeds, the
-stability sweep, loss per length bucket."""
+"""The experiment's figures, one PNG each: eval loss against FLOPs (or wall time) with a band
+over seeds, the stability sweep and the largest stable LR by length ratio, loss per length
+bucket, passkey heat maps and loss by position."""
 
 from __future__ import annotations
 
@@ -57,9 +58,10 @@ def loss_vs_flops(groups: dict[str, list[tuple[np.ndarray, np.ndarray]]], target
     return _save(fig, ax, path, title, xlabel, "eval loss (held-out, full length)")
 
 
-def sweep(points: dict[tuple[str, str], dict[float, float]], path: Path, title: str) -> Path:
-    """points: (arm, condition) -> {lr multiplier: best eval loss (nan: diverged)}; a colour
-    per arm, a line style per condition."""
+def _by_condition(points: dict[tuple[str, str], dict[float, float]], path: Path, title: str,
+                  xlabel: str, ylabel: str, log_y: bool = False) -> Path:
+    """points: (arm, condition) -> {x: y}; a colour per arm, a line style per condition, x on
+    a log-2 axis."""
     fig, ax = _axes((7, 4.5))
     arms = list(dict.fromkeys(a for a, _ in points))
     conditions = list(dict.fromkeys(c for _, c in points))
@@ -68,8 +70,23 @@ def sweep(points: dict[tuple[str, str], dict[float, float]], path: Path, title: 
         ax.plot(xs, [pts[x] for x in xs], marker="o", color=f"C{arms.index(arm) % 10}",
                 ls=("-", "--", ":", "-.")[conditions.index(cond) % 4], label=f"{arm}, {cond}")
     ax.set_xscale("log", base=2)
-    return _save(fig, ax, path, title, "learning rate, x the tuned baseline's",
-                 "best eval loss (gap: diverged)")
+    if log_y:
+        ax.set_yscale("log", base=2)
+    return _save(fig, ax, path, title, xlabel, ylabel)
+
+
+def sweep(points: dict[tuple[str, str], dict[float, float]], path: Path, title: str) -> Path:
+    """points: (arm, condition) -> {learning rate multiplier: best eval loss (nan: diverged)}."""
+    return _by_condition(points, path, title, "learning rate, x the tuned baseline's",
+                         "best eval loss (gap: diverged)")
+
+
+def ratios(points: dict[tuple[str, str], dict[float, float]], path: Path, title: str) -> Path:
+    """points: (arm family, condition) -> {length ratio: largest stable LR multiple}; ratio 1
+    is the baseline (full length from step 1)."""
+    return _by_condition(points, path, title,
+                         "length ratio (sequence_len / first input_len; 1: baseline)",
+                         "largest stable LR (x the tuned one)", log_y=True)
 
 
 def buckets(values: dict[str, dict[str, float]], path: Path, title: str) -> Path:
@@ -134,5 +151,6 @@ def position_loss(values: dict[str, dict[int, float]], path: Path, title: str) -
         ax.plot(xs, [pts[x] for x in xs], marker="o", ms=3, color=f"C{i % 10}",
                 ls="-" if i < 10 else "--", label=arm, lw=1.2)
     ax.set_xscale("log", base=2)
-    return _save(fig, ax, path, title, "position in the document (bucket end, tokens; each bucket starts where the last ended)",
-                 "held-out loss at those positions")
+    return _save(fig, ax, path, title, "position in the document (bucket end, tokens; each "
+                 "bucket starts where the last ended)", "held-out loss at those positions")
+

@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from . import plots
+from .arms import first_length
 from .measures import (at_evals, best, blow_up, compute, diverged, final, grad_cv, max_grad,
                        mean_interval, paired_interval, ratio_interval, spikes, to_target)
 from .posthoc import compare
@@ -190,6 +191,7 @@ def setting_section(st: Setting, out: Path, figures: list[str]) -> tuple[list[st
     lines += probe_section(st, arms, out, figures)
     lines += control_section(st)
     lines += sweep_section(st, out, figures)
+    lines += ratio_section(st, out, figures)
     lines += schedule_section(st)
     post_lines, post = same_solution(st, arms, out, figures)
     lines += post_lines
@@ -359,6 +361,58 @@ def sweep_section(st: Setting, out: Path, figures: list[str]) -> list[str]:
     return lines + ["", "Largest stable LR: the highest multiple of the tuned learning rate up "
                     "to which no seed diverged (x1 if one did at the lowest multiple).", "",
                     f"![{fig}]({fig})", ""]
+
+
+def ratio_section(st: Setting, out: Path, figures: list[str]) -> list[str]:
+    """Issue 26: the sweep's arms by their length ratio (seq / first input_len): does a ratio
+    exist at which staging raises the largest stable LR, or cuts spikes, 2x or more?"""
+    runs = [r for r in st.res["sweep"] if r.ok or r.records]
+    ratio = {r.arm: st.s.seq / max(1, first_length(r.curriculum)) for r in runs}
+    if len({round(v) for a, v in ratio.items() if a != "baseline"}) < 2:
+        return []  # one ratio swept (the staircase's 4x): the sweep section says it all
+    table = sweep_cells(runs, st.equal.lr_mult, st.s.seq)
+    lines = ["### Length ratio and stability", "",
+             "Each arm's length ratio is sequence_len over its first input_len. At the "
+             "learning rate where a baseline seed first diverged (else the sweep's top): spikes "
+             "(mean over seeds), largest gradient norm (max), gradient-norm CV (full-length steps "
+             "only), best eval loss (mean), runs diverged. *2x?*: a largest stable LR at least "
+             "twice the baseline's, or at most half its spikes.", "",
+             "| condition | arm | ratio | largest stable LR | spikes | max grad | CV | best eval "
+             "loss | diverged | 2x? |", "|---|---|---|---|---|---|---|---|---|---|"]
+    points: dict[tuple[str, str], dict[float, float]] = {}
+    found = {}
+    for cond in dict.fromkeys(c for _, c in table):
+        base = table.get(("baseline", cond))
+        if not base:
+            continue
+        fell = [m for m, x in base["cells"].items() if x["diverged"]]
+        at = min(fell) if fell else max(base["cells"])
+        for arm in sorted((a for a, c in table if c == cond), key=lambda a: (ratio[a], a)):
+            v = table[(arm, cond)]
+            c = v["cells"].get(at, {})
+            wins = arm != "baseline" and (v["stable"] >= 2 * base["stable"] or c.get(
+                "spikes", math.nan) * 2 <= base["cells"][at]["spikes"] - 1e-9)
+            found.setdefault(cond, []).extend([f"{arm} ({ratio[arm]:g}x)"] if wins else [])
+            lines.append(f"| {cond} | {arm} | {ratio[arm]:g}x | x{v['stable']:g} | "
+                         f"{c.get('spikes', math.nan):.1f} | {c.get('max_grad', math.nan):.1f} | "
+                         f"{fmt(c.get('cv'), '.2f')} | {fmt(c.get('best'))} | "
+                         f"{c.get('diverged', '-')}/{c.get('n', '-')} | "
+                         f"{'yes' if wins else '-'} |")
+            family = ("baseline" if arm == "baseline" else arm.rsplit("_r", 1)[0]
+                      if "_r" in arm else arm)
+            points.setdefault((family, cond), {})[ratio[arm]] = v["stable"]
+    for family in {f for f, _ in points} - {"baseline"}:  # the families start at ratio 1
+        for cond in {c for _, c in points}:
+            if ("baseline", cond) in points and (family, cond) in points:
+                points[(family, cond)].setdefault(1.0, points[("baseline", cond)][1.0])
+    lines += [""] + [f"- {cond}: " + (f"2x at {', '.join(arms)}" if arms else
+                                       "no ratio raised the largest stable LR or cut spikes 2x")
+                     for cond, arms in found.items()]
+    fig = f"results_{st.s.name}_ratios.png"
+    plots.ratios({k: v for k, v in points.items() if k[0] != "baseline"}, out / fig,
+                 f"{st.s.name}: largest stable LR against the length ratio")
+    figures.append(fig)
+    return lines + ["", f"![{fig}]({fig})", ""]
 
 
 def schedule_section(st: Setting) -> list[str]:
