@@ -232,10 +232,14 @@ def test_killed_run(tmp_path, capsys):
     assert "cut short" in capsys.readouterr().err
 
 
-@pytest.mark.parametrize("case", ["no dir", "no log", "empty log", "only a cut line"])
+@pytest.mark.parametrize("case", ["no dir", "no log", "empty log", "only a cut line",
+                                  "the config"])
 def test_bad_input(tmp_path, capsys, case):
     run_dir = tmp_path / "run"
-    if case != "no dir":
+    if case == "the config":  # `report config.yml`: the error names the folder to pass
+        run_dir = tmp_path / "config.yml"
+        run_dir.write_text("base_model: x\noutput_dir: ./outputs/run-7\n")
+    elif case != "no dir":
         run_dir.mkdir()
     if case == "empty log":
         (run_dir / "curriculum_log.jsonl").write_text("")
@@ -244,7 +248,11 @@ def test_bad_input(tmp_path, capsys, case):
     assert report.run(run_dir) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert err[-1].startswith("axolotl-curriculum report: error: ") and str(run_dir) in err[-1]
-    assert not (run_dir / "report.md").exists()
+    if case == "the config":
+        assert err[-1].endswith("is a file; report reads a run's folder (the run's output_dir: "
+                                "axolotl-curriculum report ./outputs/run-7)")
+    else:
+        assert not (run_dir / "report.md").exists()
 
 
 def test_a_re_score_is_listed_with_its_step_and_level(tmp_path):

@@ -247,6 +247,18 @@ def eval_points(output_dir: Path, notes: list[str]) -> list[tuple[int, float]]:
 
 def load(output_dir: str | Path) -> Run:
     output_dir = Path(output_dir)
+    if output_dir.is_file():  # `report config.yml`: point at the run's folder instead
+        hint = "the run's output_dir"
+        if output_dir.suffix in (".yml", ".yaml"):
+            import yaml
+
+            try:
+                named = (yaml.safe_load(output_dir.read_text()) or {}).get("output_dir")
+            except (yaml.YAMLError, AttributeError):
+                named = None
+            if named:
+                hint = f"the run's output_dir: axolotl-curriculum report {named}"
+        raise CurriculumError(f"{output_dir} is a file; report reads a run's folder ({hint})")
     if not output_dir.is_dir():
         raise CurriculumError(f"output dir {output_dir} does not exist")
     if not (output_dir / LOG_FILE).is_file():
