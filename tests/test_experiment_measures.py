@@ -9,7 +9,7 @@ from hypothesis import given, settings, strategies as st
 from scipy import stats
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
-from study.measures import compute, paired_interval, ratio_interval, to_target  # noqa: E402
+from study.measures import compute, loss_at, paired_interval, ratio_interval, to_target  # noqa: E402
 
 from axolotl_curriculum.core.flops import train_flops  # noqa: E402
 
@@ -62,6 +62,11 @@ def test_to_target_finds_the_crossing_of_a_line(start, slope, where):
     # an eval before training (step 0) spent no compute: a crossing after it interpolates from 0
     before = [(0, lo + 2.0)] + evals
     assert math.isclose(to_target(before, cum, lo + 1.0), cum[9] / 2)
+    # loss_at is its inverse on the line, between the first and the last eval
+    spent = cum[9] + where * (cum[-1] - cum[9])
+    assert math.isclose(loss_at(evals, cum, spent), start - slope * spent / 100, rel_tol=1e-9)
+    assert math.isclose(to_target(evals, cum, loss_at(evals, cum, spent)), spent, rel_tol=1e-9)
+    assert math.isnan(loss_at(evals, cum, cum[-1] + 1.0))  # beyond the last eval
 
 
 def test_compute_counts_attention_per_example():

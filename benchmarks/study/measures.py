@@ -53,6 +53,15 @@ def to_target(evals, cum: np.ndarray, target: float) -> float:
     return math.nan
 
 
+def loss_at(evals, cum: np.ndarray, spent: float) -> float:
+    """The eval loss after `spent` compute, interpolated linearly in compute between the evals
+    around it (nan beyond the last eval): the other side of `to_target`."""
+    points = at_evals(evals, cum)
+    if not points or spent > points[-1][0] or not all(math.isfinite(v) for _, v in points):
+        return math.nan
+    return float(np.interp(spent, [c for c, _ in points], [v for _, v in points]))
+
+
 def ratio_interval(base: list[float], arm: list[float], level: float = 0.95):
     """baseline compute / arm compute (geometric means), with a Welch t interval on the logs.
 

@@ -11,7 +11,7 @@ import numpy as np
 
 from . import plots
 from .arms import first_length
-from .measures import (at_evals, best, blow_up, compute, diverged, final, grad_cv, max_grad,
+from .measures import (at_evals, best, blow_up, compute, diverged, final, grad_cv, loss_at, max_grad,
                        mean_interval, paired_interval, ratio_interval, spikes, to_target)
 from .posthoc import compare
 from .runs import Run
@@ -163,6 +163,7 @@ def setting_section(st: Setting, out: Path, figures: list[str]) -> tuple[list[st
               "| paired FLOPs ratio [95% CI] | excludes 1? | "
               "reached | FLOPs ratio to the baseline's final loss | wall s |",
               "|---|---|---|---|---|---|---|---|---|---|---|---|---|"] + rows + [""]
+    lines += equal_compute(st, arms)
     timed = all(r.walls for arm, knobs in arms for r in st.runs(arm, knobs))
     for key, what in (("flops", "compute"), ("wall", "wall time"))[:2 if timed else 1]:
         curves = {}
@@ -198,6 +199,37 @@ def setting_section(st: Setting, out: Path, figures: list[str]) -> tuple[list[st
     summary["_target"] = target
     summary["_post"] = post
     return lines, summary
+
+
+def equal_compute(st: Setting, arms) -> list[str]:
+    """Arms that spent less than the baseline: per seed, the baseline's eval loss at the arm's
+    total FLOPs (its own curve, interpolated) against the arm's final eval loss."""
+    base = {r.seed: r for r in st.runs("baseline")}
+    rows = []
+    for arm, knobs in arms:
+        pairs = [(base[r.seed], r) for r in st.runs(arm, knobs) if r.seed in base]
+        if arm == "baseline" or not pairs:
+            continue
+        share = [st.curve(r)[-1] / st.curve(b)[-1] for b, r in pairs]
+        if max(share) > 0.98:
+            continue  # the same compute: the table above says it
+        at = [loss_at(b.evals, st.curve(b), st.curve(r)[-1]) for b, r in pairs]
+        ends = [final(r.evals) for _, r in pairs]
+        diff = [a - e for a, e in zip(at, ends)]
+        m, h = mean_interval(diff)
+        verdict = ("noise" if not math.isfinite(h) or abs(m) <= h
+                   else "the arm lower" if m > 0 else "the baseline lower")
+        rows.append(f"| {arm} | {pm(share, '.2f')} | {pm(ends)} | {pm(at)} | {pm(diff, '.4f')} "
+                    f"| {verdict} |")
+    if not rows:
+        return []
+    return ["### At equal compute", "",
+            "For arms that spent less: per seed, the baseline's eval loss when it had spent the "
+            "arm's total FLOPs (its own eval curve, interpolated in compute), against the arm's "
+            "final eval loss; difference = baseline's - arm's (> 0: the arm ends lower than the "
+            "baseline was at the same compute), mean ± 95% t half-width over seeds.", "",
+            "| arm | FLOPs, share of the baseline's | final eval loss | the baseline's at the "
+            "same FLOPs | difference | verdict |", "|---|---|---|---|---|---|"] + rows + [""]
 
 
 def last_probes(run: Run, every_key: bool = False) -> dict[str, float]:
