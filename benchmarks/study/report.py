@@ -534,14 +534,20 @@ def targets_section(summaries: dict[str, dict], results: list[dict]) -> list[str
         pr, plo, phi = arms[top]["paired"]
         met = math.isfinite(lo) and r >= 1.5 and lo > 1
         met_paired = math.isfinite(plo) and pr >= 1.5 and plo > 1
-        lines.append(f"- {name}: reach the tuned baseline's best eval loss with >= 1.5x fewer "
-                     f"FLOPs, interval above 1: best arm {top} at {fmt(r, '.2f')}x "
-                     f"[{fmt(lo, '.2f')}, "
-                     f"{fmt(hi, '.2f')}] ({arms[top]['reached']}/{arms[top]['n']} seeds reached): "
-                     + ("**met**" if met else "**not met**")
-                     + f"; paired by seed {fmt(pr, '.2f')}x [{fmt(plo, '.2f')}, "
-                     f"{fmt(phi, '.2f')}]: "
-                     + ("**met**." if met_paired else "**not met**."))
+        if not math.isfinite(r):  # no arm reached it on any seed: the closest by best loss
+            top = min(arms, key=lambda a: arms[a]["best"][0]
+                      if math.isfinite(arms[a]["best"][0]) else math.inf)
+            lines.append(f"- {name}: reach the tuned baseline's best eval loss with >= 1.5x "
+                         "fewer FLOPs: no arm reached that loss on any seed: **not met** "
+                         f"(closest: {top}).")
+        else:
+            lines.append(f"- {name}: reach the tuned baseline's best eval loss with >= 1.5x fewer "
+                         f"FLOPs, interval above 1: best arm {top} at {fmt(r, '.2f')}x "
+                         f"[{fmt(lo, '.2f')}, {fmt(hi, '.2f')}] "
+                         f"({arms[top]['reached']}/{arms[top]['n']} seeds reached): "
+                         + ("**met**" if met else "**not met**")
+                         + f"; paired by seed {fmt(pr, '.2f')}x [{fmt(plo, '.2f')}, "
+                         f"{fmt(phi, '.2f')}]: " + ("**met**." if met_paired else "**not met**."))
         base_best, arm_best = summary.get("baseline", {}).get("best"), arms[top]["best"]
         if not (met and met_paired) and base_best and math.isfinite(base_best[1]):
             gain = base_best[0] - arm_best[0]
