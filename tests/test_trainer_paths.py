@@ -14,8 +14,8 @@ from transformers import (AutoModelForCausalLM, AutoTokenizer, DataCollatorForSe
                           TrainerCallback, TrainingArguments)
 
 from axolotl_curriculum import attach
+from axolotl_curriculum.core.names import read_jsonl
 from axolotl_curriculum.testing import text
-from axolotl_curriculum.run.runlog import read_lines
 
 pytestmark = pytest.mark.e2e
 
@@ -147,7 +147,7 @@ def test_a_crash_loses_no_log_line_and_ignore_data_skip_feeds_what_the_whole_run
         again, _, seen = trainer_for(tiny_model, out, dataset, block, ignore_data_skip=ignore,
                                      **settings)
         again.train(resume_from_checkpoint=str(out / "checkpoint-6"))
-        lines = read_lines(out / "curriculum_log.jsonl")
+        lines = read_jsonl(out / "curriculum_log.jsonl")
         assert sorted(r["step"] for r in lines) == list(range(1, 13)), ignore
         fed = [c["ids"] for c in seen.train()]
         assert len(fed) == 6
@@ -176,8 +176,40 @@ def test_padding_is_in_the_positions_logged_and_the_preflight_covers_every_shape
         assert width % 64 == 0
         assert any(r >= rows_ and w >= width for r, w in shapes), (call["ids"].shape, shapes)
     assert max(c["ids"].shape[0] for c in fed[:6]) > 4  # the budget widened level 0
-    lines = read_lines(tmp_path / "curriculum_log.jsonl")
+    lines = read_jsonl(tmp_path / "curriculum_log.jsonl")
     for line, call in zip(lines, fed):
         assert line["positions"] == call["ids"].numel()
         assert line["tokens"] == int(call["mask"].sum())
         assert line["global_positions"] == call["ids"].numel()
+
+
+def test_the_preflight_runs_the_longest_probe_prompt_before_step_1(tiny_model, tmp_path):
+    """A passkey length beyond the last level's is probed only after the last step; its
+    forward (one row, no gradients) is pre-flighted before step 1, so a prompt that cannot fit
+    fails at the start of the run, not at its end."""
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model)
+    model = AutoModelForCausalLM.from_pretrained(tiny_model)
+    calls, begun = [], []  # (shape, gradients on, training begun) per forward
+    model.register_forward_pre_hook(lambda m, a, kw: calls.append(
+        (tuple(kw["input_ids"].shape), torch.is_grad_enabled(), bool(begun))), with_kwargs=True)
+
+    class Begun(TrainerCallback):
+        def on_step_begin(self, args, state, control, **kwargs):
+            begun.append(state.global_step)
+
+    trainer = Trainer(model=model, processing_class=tokenizer, train_dataset=rows(tokenizer),
+                      data_collator=DataCollatorForSeq2Seq(tokenizer, padding=True),
+                      args=TrainingArguments(output_dir=str(tmp_path), max_steps=4,
+                                             per_device_train_batch_size=4, save_strategy="no",
+                                             report_to=[], use_cpu=True, logging_steps=100))
+    attach(trainer, {"preflight": True, "levels": [{"input_len": 32, "max_steps": 2},
+                                                   {"input_len": 128}],
+                     "probes": {"every": 100, "passkey": {"lengths": [384],
+                                                          "depths": [0.5], "rows": 1}}})
+    trainer.add_callback(Begun())
+    trainer.train()
+    before = [c for c in calls if not c[2]]
+    assert ((1, 384), False, False) in before  # the probe's pre-flight: no gradients
+    assert any(grad and shape[0] == 4 for shape, grad, _ in before)  # the training one
+    # and the probe it stands for ran after the last step
+    assert [c for c in calls if c[2] and c[0] == (1, 384)] == [((1, 384), False, True)]

@@ -52,10 +52,20 @@ def level_tables(run: Run) -> list[str]:
         return out + ["", f"No {PLAN_FILE}: nothing to compare with."]
     out += ["", "## Per level: fed against the plan", ""]
     keys = ("steps", *REPORTED_COUNTS, WAITING)
-    header = ["level"] + [h for key in keys for h in (key.replace("_", " "), "plan")]
-    rows = [[k] + [v for key in keys for v in (fed.get(k, {}).get(key), plan.get(k, {}).get(key))]
-            for k in lens]
-    return out + _table(header, rows)
+    pairs = {key: [(fed.get(k, {}).get(key), plan.get(k, {}).get(key)) for k in lens]
+             for key in keys}
+    zero = [key for key in keys if all(not f and not p for f, p in pairs[key])]
+    shown = [key for key in keys if key not in zero]
+    differ = sum(f != p for key in shown for f, p in pairs[key])
+    out += ["What the run fed, each count beside the plan's where they differ ('80 (plan 84)'); "
+            + (f"{differ} counts differ from the plan." if differ else "every count as planned."), ""]
+    rows = [[k] + [_cell(f) if f == p else f"{_cell(f)} (plan {_cell(p)})"
+                   for f, p in (pairs[key][i] for key in shown)] for i, k in enumerate(lens)]
+    out += _table(["level"] + [key.replace("_", " ") for key in shown], rows)
+    if zero:
+        out += ["", "Zero at every level, fed and planned: "
+                + ", ".join(key.replace("_", " ") for key in zero) + "."]
+    return out
 
 
 def decision_lines(run: Run) -> list[str]:

@@ -11,14 +11,15 @@ steps they ran after.
 from __future__ import annotations
 
 import json
+import math
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..core.config import SenseGrad
 from ..core.errors import CurriculumError
-from ..core.names import EVAL_FILE, LOG_FILE, PLAN_FILE, STEP_COUNTS, SUMMARY_FILE, WAITING
-from ..core.sense_eval import SHORT
+from ..core.names import (EVAL_FILE, LOG_FILE, PLAN_FILE, STEP_COUNTS, SUMMARY_FILE, WAITING,
+                          PROBE, SHORT, read_jsonl)
 
 STATS = ("grad_cv", "spikes", "loss_slope")  # sense_grad's statistics, each with a `max_<stat>`
 SENSE_DEFAULTS = {f"max_{stat}": SenseGrad.model_fields[f"max_{stat}"].default for stat in STATS}
@@ -27,9 +28,8 @@ SENSE_DEFAULTS = {f"max_{stat}": SenseGrad.model_fields[f"max_{stat}"].default f
 # beside them: its value at the level's last step.
 REPORTED_COUNTS = tuple(key for key in STEP_COUNTS
                         if key not in ("positions", "chunks", "short_examples", "short_tokens"))
-PROBE = "probe/"  # the probes' keys (run/probes.py, core/sense_eval.py)
-PASSKEY_KEY = re.compile(r"probe/passkey@(\d+)(?:/depth(\d+(?:\.\d*)?(?:e-?\d+)?))?")
-POSITION_KEY = re.compile(r"probe/position_loss@(\d+)-(\d+)")
+PASSKEY_KEY = re.compile(re.escape(PROBE) + r"passkey@(\d+)(?:/depth(\d+(?:\.\d*)?(?:e-?\d+)?))?")
+POSITION_KEY = re.compile(re.escape(PROBE) + r"position_loss@(\d+)-(\d+)")
 EVAL_STATS = ("short_before", "passkey_length")  # on a gate decision that sense_eval took part in
 
 
@@ -233,16 +233,11 @@ def eval_points(output_dir: Path, notes: list[str]) -> list[tuple[int, float]]:
     an older version) from the trainer's `trainer_state.json`, which only a saved checkpoint
     or the end of training writes."""
     if (output_dir / EVAL_FILE).is_file():
-        lines = []
-        for raw in (output_dir / EVAL_FILE).read_text(errors="replace").splitlines():
-            try:
-                lines.append(json.loads(raw, parse_constant=lambda _: None))
-            except ValueError:  # a line cut short by a killed run
-                continue
+        lines = read_jsonl(output_dir / EVAL_FILE)
     else:
         lines = (trainer_state(output_dir, notes) or {}).get("log_history") or []
-    return [(e["step"], e["eval_loss"]) for e in lines
-            if e.get("eval_loss") is not None and e.get("step") is not None]
+    return [(e["step"], e["eval_loss"]) for e in lines if e.get("step") is not None
+            and isinstance(e.get("eval_loss"), (int, float)) and math.isfinite(e["eval_loss"])]
 
 
 def load(output_dir: str | Path) -> Run:

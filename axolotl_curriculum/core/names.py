@@ -1,8 +1,12 @@
-"""Names given once: the files a run writes and the counts it keeps per step.
+"""Names given once: the files a run writes, the counts it keeps per step, the keys of its
+probes and the prefix of its trainer metrics.
 
-Every module that writes or reads one of these files, or sums one of these counts, imports the
-name from here, so a file is never spelled two ways.
+Every module that writes or reads one of these files, sums one of these counts or reads one of
+these keys imports the name from here, so nothing is spelled two ways.
 """
+
+import json
+from pathlib import Path
 
 LOG_FILE = "curriculum_log.jsonl"          # a line per optimizer step and rank (run/runlog.py)
 EVAL_FILE = "curriculum_evals.jsonl"       # a line per evaluation: the trainer's eval metrics
@@ -20,3 +24,39 @@ STEP_COUNTS = ("examples", "tokens", "positions", "tokens_cut", "cut", "prompt_c
                "short_tokens")
 # A gauge beside the counts: rows waiting for a longer level, at the step's end (not summed).
 WAITING = "waiting"
+
+# The probes' keys in a log line (run/probes.py): probe/short, probe/passkey@2048,
+# probe/passkey@2048/depth0.5, probe/passkey_chat@2048, probe/position_loss@256-512.
+PROBE = "probe/"
+SHORT = PROBE + "short"
+# The prefix of the metrics the trainer logs (its console line, W&B, TensorBoard):
+# curriculum/level, curriculum/input_len, curriculum/probe/short, ...
+METRIC = "curriculum/"
+
+
+def passkey_key(length: int, chat: bool = False) -> str:
+    """`probe/passkey@2048`; asked as a chat turn, `probe/passkey_chat@2048` (the gate reads the
+    plain one)."""
+    return f"{PROBE}passkey{'_chat' if chat else ''}@{length}"
+
+
+def position_key(low: int, high: int) -> str:
+    """The held-out loss at positions [low, high): `probe/position_loss@256-512`."""
+    return f"{PROBE}position_loss@{low}-{high}"
+
+
+def read_jsonl(path: Path) -> list[dict]:
+    """The records of one of these JSONL files, in order: none if it is missing; a line that
+    does not parse (the last one, cut short by a killed run) is left out, so a reader of a
+    crashed run's files never fails on them."""
+    if not path.exists():
+        return []
+    records = []
+    for raw in path.read_text(errors="replace").splitlines():
+        try:
+            record = json.loads(raw)
+        except ValueError:
+            continue
+        if isinstance(record, dict):
+            records.append(record)
+    return records

@@ -10,14 +10,7 @@ already reduced across ranks, so every rank reaches the same verdict.
 from __future__ import annotations
 
 from .config import Curriculum
-
-SHORT = "probe/short"
-
-
-def passkey_key(length: int, chat: bool = False) -> str:
-    """`probe/passkey@2048`; asked as a chat turn, `probe/passkey_chat@2048` (the gate reads the
-    plain one)."""
-    return f"probe/passkey{'_chat' if chat else ''}@{length}"
+from .names import SHORT, passkey_key
 
 
 def gate_length(curriculum: Curriculum, level: int) -> int | None:

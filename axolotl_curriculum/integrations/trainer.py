@@ -23,7 +23,7 @@ from ..core.config import Curriculum
 from ..core.errors import CurriculumError
 from ..core.names import SCORE_FOLDER, STATE_FILE
 from ..core.plan import Packer
-from ..run.preflight import full_length_batch, preflight
+from ..run.preflight import PROBE_FIX, full_length_batch, preflight
 from ..run.projection import write_run_plan
 from ..run.run import CurriculumRun
 from .adapter_rope import save_config
@@ -103,7 +103,8 @@ def run_preflight(trainer, run: CurriculumRun, shapes: list[tuple[int, int, int]
     for rows, tokens, longest in shapes:
         batch = full_length_batch(rows, tokens, vocab, device, run.plan.packed, longest)
         with trainer.compute_loss_context_manager():
-            preflight(model, batch, trainer.accelerator.backward, f"{rows} rows x {tokens} tokens")
+            preflight(model, batch, trainer.accelerator.backward,
+                      f"the largest micro-batch the curriculum feeds ({rows} rows x {tokens} tokens)")
         if run.rank == 0:
             logger.info("curriculum: pre-flight at the largest micro-batch (%d rows x %d tokens) fits",
                      rows, tokens)
@@ -122,6 +123,26 @@ def use_preflight(trainer, run: CurriculumRun) -> None:
         return
     run.preflights.at = lambda shapes: run_preflight(trainer, run, shapes)
     run.preflight_new_shapes()
+    longest = run.probes.longest() if run.probes is not None else 0
+    if longest > max((tokens for _, tokens, _ in run.preflights.done), default=0):
+        run_probe_preflight(trainer, run, longest)
+
+
+def run_probe_preflight(trainer, run: CurriculumRun, tokens: int) -> None:
+    """One forward, without gradients, of a `tokens`-long row: the longest probe prompt, when
+    it is longer than every training shape (a passkey length beyond the last level's)."""
+    model = trainer.model_wrapped
+    training = model.training
+    model.eval()
+    ids = full_length_batch(1, tokens, trainer.model.config.get_text_config().vocab_size,
+                            next(trainer.model.parameters()).device, packed=False)["input_ids"]
+    try:
+        preflight(model, {"input_ids": ids}, None,
+                  f"the longest probe prompt (1 row x {tokens} tokens)", PROBE_FIX)
+    finally:
+        model.train(training)
+    if run.rank == 0:
+        logger.info("curriculum: pre-flight at the longest probe prompt (%d tokens) fits", tokens)
 
 
 class CurriculumCallback(TrainerCallback):

@@ -18,6 +18,7 @@ from typing import Any
 import torch
 
 from ..core.config import Curriculum
+from ..core.names import METRIC
 from ..core.schedule import Timeline
 from ..core.sense_eval import EvalVerdicts
 from ..core.sense_grad import Gate
@@ -102,7 +103,7 @@ class Decisions:
                         decision.reason)
 
     def metrics(self) -> dict[str, Any]:
-        return {f"curriculum/{key}": self.last[key] for key in METRIC_STATS if key in self.last}
+        return {f"{METRIC}{key}": self.last[key] for key in METRIC_STATS if key in self.last}
 
     def state_dict(self) -> dict:
         state = self.gate.state_dict()

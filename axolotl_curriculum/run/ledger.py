@@ -14,7 +14,7 @@ import numpy as np
 from ..core.config import Curriculum
 from ..core.cut import Cuts
 from ..core.difficulty import admitted
-from ..core.names import STEP_COUNTS, WAITING
+from ..core.names import METRIC, PROBE, STEP_COUNTS, WAITING
 from ..core.schedule import Timeline
 
 SUMMED = (*STEP_COUNTS, WAITING)  # WAITING is a gauge: its value at the level's last step
@@ -71,23 +71,23 @@ class Ledger:
             return {}
         last = records[-1]
         out = {
-            "curriculum/level": last["level"],
-            "curriculum/input_len": last["input_len"],
-            "curriculum/max_example_len": max(r["max_example_len"] for r in records),
-            "curriculum/tokens_per_step": sum(r["tokens"] for r in records) / len(records),
+            METRIC + "level": last["level"],
+            METRIC + "input_len": last["input_len"],
+            METRIC + "max_example_len": max(r["max_example_len"] for r in records),
+            METRIC + "tokens_per_step": sum(r["tokens"] for r in records) / len(records),
         }
         if "rope_theta" in last:
-            out["curriculum/rope_theta"] = last["rope_theta"]
+            out[METRIC + "rope_theta"] = last["rope_theta"]
         for key in STEP_COUNTS:
             if f"global_{key}" in last:
-                out[f"curriculum/global_{key}"] = sum(r.get(f"global_{key}", 0) for r in records)
-        probed = [r for r in records if any(key.startswith("probe/") for key in r)]
+                out[f"{METRIC}global_{key}"] = sum(r.get(f"global_{key}", 0) for r in records)
+        probed = [r for r in records if any(key.startswith(PROBE) for key in r)]
         if probed:  # the latest probes (curriculum/probe/short, .../passkey@2048, ...)
-            out.update({f"curriculum/{key}": value for key, value in probed[-1].items()
-                        if key.startswith("probe/")})
-        if out.get("curriculum/global_short_tokens"):  # the share of tokens kept short
-            out["curriculum/short_share"] = (out["curriculum/global_short_tokens"]
-                                             / max(1, out["curriculum/global_tokens"]))
+            out.update({METRIC + key: value for key, value in probed[-1].items()
+                        if key.startswith(PROBE)})
+        if out.get(METRIC + "global_short_tokens"):  # the share of tokens kept short
+            out[METRIC + "short_share"] = (out[METRIC + "global_short_tokens"]
+                                           / max(1, out[METRIC + "global_tokens"]))
         return out
 
     def state_dict(self) -> dict:

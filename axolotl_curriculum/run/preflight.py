@@ -4,6 +4,9 @@ Short early levels hide an out-of-memory error until the last level (or, unpacke
 budget, until a short level's wide micro-batch), hours in, and fragment the
 allocator on the way (Composer pre-runs full length for the same reason). Running the largest
 micro-batch first makes a job that cannot fit fail in its first minute, and reserves the memory.
+The probes (run/probes.py) forward one held-out row at a time, without gradients, and a passkey
+length beyond the last level's is measured only after the last step: its forward is pre-flighted
+too, so a prompt that cannot fit fails at the start rather than at the end of the run.
 """
 
 from __future__ import annotations
@@ -34,21 +37,28 @@ def full_length_batch(rows: int, tokens: int, vocab_size: int, device, packed: b
     return batch
 
 
-def preflight(model: torch.nn.Module, batch: dict, backward: Callable[[torch.Tensor], None],
-              describe: str) -> None:
-    """Run forward + backward on `batch`, then drop the gradients; a failure to fit is raised
-    as a PreflightError saying what did not fit and what to change."""
+TRAINING_FIX = "lower micro_batch_size or sequence_len, or enable gradient_checkpointing"
+PROBE_FIX = "lower the longest of curriculum.probes.passkey.lengths"
+
+
+def preflight(model: torch.nn.Module, batch: dict,
+              backward: Callable[[torch.Tensor], None] | None, describe: str,
+              fix: str = TRAINING_FIX) -> None:
+    """Run forward + backward on `batch` (forward only, without gradients, if `backward` is
+    None: a probe's), then drop the gradients; a failure to fit is raised as a PreflightError
+    saying what did not fit and what to change."""
     try:
-        loss = model(**batch).loss
-        backward(loss)
+        if backward is None:
+            with torch.no_grad():
+                model(**batch)
+        else:
+            backward(model(**batch).loss)
     except (torch.OutOfMemoryError, RuntimeError, MemoryError) as err:
         if not isinstance(err, (torch.OutOfMemoryError, MemoryError)) and not any(
                 mark in str(err).lower() for mark in OOM_MARKS):
             raise
         raise PreflightError(
-            f"curriculum pre-flight: the largest micro-batch the curriculum feeds ({describe}) "
-            "does not fit in memory; lower micro_batch_size or sequence_len, or enable "
-            "gradient_checkpointing "
+            f"curriculum pre-flight: {describe} does not fit in memory; {fix} "
             f"(set curriculum.preflight: false to skip this check). Cause: {err}") from err
     finally:
         model.zero_grad(set_to_none=True)

@@ -24,7 +24,7 @@ from ..core import passkey
 from ..core.config import Curriculum
 from ..core.errors import CurriculumError
 from ..core.schedule import Timeline
-from ..core.sense_eval import SHORT, passkey_key
+from ..core.names import SHORT, passkey_key, position_key
 
 logger = logging.getLogger(__name__)
 IGNORE = -100
@@ -161,6 +161,11 @@ class Probes:
                                 self.cells.index((pr.length, pr.depth, pr.chat)), pr.length))
         return out
 
+    def longest(self) -> int:
+        """The longest row a probe forwards: at the last level, where every passkey length
+        asked for runs (the pre-flight's probe shape)."""
+        return max((len(item.ids) for item in self.items(self.timeline.last_level)), default=0)
+
     def measure(self, level: int) -> dict[str, float]:
         """Every probe at `level`, reduced over ranks: the same values on every rank."""
         import time
@@ -219,7 +224,7 @@ class Probes:
             out[SHORT] = sums[0] / sums[1]
         for b, (low, high) in enumerate(self.buckets):
             if sums[3 + 2 * b] > 0:
-                out[f"probe/position_loss@{low}-{high}"] = sums[2 + 2 * b] / sums[3 + 2 * b]
+                out[position_key(low, high)] = sums[2 + 2 * b] / sums[3 + 2 * b]
         base = 2 + 2 * len(self.buckets)
         by_length: dict[str, list[float]] = {}
         for c, (length, depth, chat) in enumerate(self.cells):
@@ -240,11 +245,10 @@ def _held_out(eval_rows, needed: str) -> list[tuple[list[int], list[int]]]:
             f"curriculum.probes.{needed}: needs held-out rows: set val_set_size (or "
             "test_datasets) in the Axolotl config; a custom loop passes eval_dataset= to "
             "train_loader")
-    columns = getattr(eval_rows, "column_names", None) or list(eval_rows[0])
-    ids = eval_rows["input_ids"] if hasattr(eval_rows, "column_names") else [r["input_ids"] for r in eval_rows]
-    if "labels" in columns:
-        labels = (eval_rows["labels"] if hasattr(eval_rows, "column_names")
-                  else [r["labels"] for r in eval_rows])
-    else:
-        labels = ids
+    if hasattr(eval_rows, "column_names"):  # a datasets.Dataset: whole columns at once
+        column = lambda name: eval_rows[name] if name in eval_rows.column_names else None
+    else:  # a list of row dicts
+        column = lambda name: [r[name] for r in eval_rows] if name in eval_rows[0] else None
+    ids = column("input_ids")
+    labels = column("labels") or ids
     return [(list(map(int, i)), list(map(int, lab))) for i, lab in zip(ids, labels) if len(i) >= 2]

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import torch
 
-from ..core.names import EVAL_FILE, LOG_FILE, SUMMARY_FILE
+from ..core.names import EVAL_FILE, LOG_FILE, SUMMARY_FILE, read_jsonl
 
 # A step's device tensor, in this order: this rank's measurements (batch_stats.measure_batch),
 # its loss summed over micro-batches, and the trainer's gradient norm.
@@ -42,17 +42,6 @@ def dumps(value, indent: int | None = None) -> str:
     return json.dumps(strict(value), allow_nan=False, indent=indent)
 
 
-def read_lines(path: Path) -> list[dict]:
-    """The records of a JSONL file; a line cut short by a killed run is left out."""
-    records = []
-    for line in path.read_text().splitlines():
-        try:
-            records.append(json.loads(line))
-        except json.JSONDecodeError:
-            continue
-    return records
-
-
 class RunLog:
     def __init__(self, output_dir: str | Path, rank: int):
         self.path = Path(output_dir) / LOG_FILE
@@ -72,7 +61,7 @@ class RunLog:
         for path in (self.path, self.evals_path):
             kept = []
             if resumed_at > 0 and path.exists():
-                kept = [r for r in read_lines(path) if r.get("step", 0) <= resumed_at]
+                kept = [r for r in read_jsonl(path) if r.get("step", 0) <= resumed_at]
             path.write_text("".join(dumps(r) + "\n" for r in kept))
 
     def add_eval(self, step: int, metrics: dict) -> None:
