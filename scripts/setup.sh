@@ -19,6 +19,9 @@ esac
 cache=${AXOLOTL_CURRICULUM_CACHE:-$HOME/.cache/axolotl-curriculum}
 py=${PYTHON:-python3.11}
 torch_pin="torch==2.13.0"   # a CPU build for Python 3.11; installed first so nothing pulls CUDA torch
+# no byte-compiling at install: most of the 4.5 GB installed (triton, oci, gradio, ...) is never
+# imported here; what is gets compiled on first import, once
+export PIP_NO_COMPILE=1
 
 build() {  # build NAME REQUIREMENTS INSTALL-FUNCTION
     local name=$1 reqs=$2 install=$3
