@@ -96,13 +96,15 @@ PRESETS = {
                                            grid_warmup=(0.2,), headline_seeds=3, sweep_lr=(),
                                            schedules=False)}),
     # issue 26: the stability sweep at length ratios 4, 16, 64 (and a ramp from 8 tokens), from
-    # scratch (add --settings finetune for fine-tuning: ~4 h more), around each setting's first
-    # blow-up in the full preset, with and without warmup, 3 seeds a cell (not run yet)
+    # scratch, around where the full preset's baseline first blew up (x64 stable, x128 not
+    # without warmup; x256 the top), with and without warmup, 3 seeds a cell: ~190 runs, ~1 h
+    # on 2 cores (runs ~41 s, two at a time). --settings finetune sweeps fine-tuning at x16-x64
+    # (~2 h more, not run yet)
     "ratios": dict(settings=("scratch",), seeds=3, headline_seeds=3, arms=RATIOS,
                    grid_lr=(0.5, 1.0, 2.0, 4.0), grid_warmup=(0.02, 0.2), sweep_seeds=3,
                    sweep_arms=RATIOS, schedules=False, sweep_lr=(),
-                   per_setting={"scratch": dict(sweep_lr=(32.0, 64.0, 128.0, 256.0)),
-                                "finetune": dict(sweep_lr=(8.0, 16.0, 32.0, 64.0))}),
+                   per_setting={"scratch": dict(sweep_lr=(64.0, 128.0, 256.0)),
+                                "finetune": dict(sweep_lr=(16.0, 32.0, 64.0))}),
     # the real model (--size real): the arms that decide, no tuning grid, 3 seeds
     "real": dict(settings=("real",), seeds=3, headline_seeds=3,
                  arms=("baseline", "staircase", "warmup_shuffle"), grid_lr=(1.0,),

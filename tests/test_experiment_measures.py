@@ -173,5 +173,19 @@ def test_the_ratio_section_finds_a_ratio_that_doubles_the_stable_lr(tiny_model, 
     assert " 16x | x4 |" in rows["staircase_r16"] and rows["staircase_r16"].endswith("| yes |")
     assert " 4x | x2 |" in rows["staircase"] and rows["staircase"].endswith("| - |")
     assert " 1x | x2 |" in rows["baseline"]
-    assert "- no warmup: 2x at staircase_r16 (16x)" in lines
+    assert "- no warmup: 2x at staircase_r16 (16x) (the baseline's largest stable LR x2)" in lines
     assert (tmp_path / figures[0]).is_file()
+
+
+def test_a_baseline_that_diverged_at_the_lowest_rate_swept_is_below_it_not_x1():
+    """The sweep starts at x128: a baseline that diverged there is only known to be stable
+    below x128, so an arm stable at x128 is not 2x it, one stable at x256 is."""
+    from study.report import stable_text, twice_as_stable
+
+    cells = {128.0: {}, 256.0: {}}
+    base = {"stable": 1.0, "cells": cells}
+    assert stable_text(base) == "< x128"
+    assert not twice_as_stable(base, {"stable": 128.0, "cells": cells})
+    assert twice_as_stable(base, {"stable": 256.0, "cells": cells})
+    assert stable_text({"stable": 128.0, "cells": cells}) == "x128"
+    assert not twice_as_stable({"stable": 128.0, "cells": cells}, {"stable": 128.0, "cells": cells})

@@ -67,7 +67,9 @@ def _by_condition(points: dict[tuple[str, str], dict[float, float]], path: Path,
     conditions = list(dict.fromkeys(c for _, c in points))
     for (arm, cond), pts in points.items():
         xs = sorted(pts)
-        ax.plot(xs, [pts[x] for x in xs], marker="o", color=f"C{arms.index(arm) % 10}",
+        k = arms.index(arm)  # later arms drawn thinner and smaller: equal values stay visible
+        ax.plot(xs, [pts[x] for x in xs], marker="o", color=f"C{k % 10}",
+                ms=max(3, 10 - 2.5 * k), lw=max(1.0, 3.5 - 1.0 * k),
                 ls=("-", "--", ":", "-.")[conditions.index(cond) % 4], label=f"{arm}, {cond}")
     ax.set_xscale("log", base=2)
     if log_y:
@@ -82,8 +84,9 @@ def sweep(points: dict[tuple[str, str], dict[float, float]], path: Path, title: 
 
 
 def ratios(points: dict[tuple[str, str], dict[float, float]], path: Path, title: str) -> Path:
-    """points: (arm family, condition) -> {length ratio: largest stable LR multiple}; ratio 1
-    is the baseline (full length from step 1)."""
+    """points: (arm family, condition) -> {length ratio: largest stable LR multiple; nan, a
+    gap: diverged at the lowest multiple swept}; ratio 1 is the baseline (full length from
+    step 1)."""
     return _by_condition(points, path, title,
                          "length ratio (sequence_len / first input_len; 1: baseline)",
                          "largest stable LR (x the tuned one)", log_y=True)

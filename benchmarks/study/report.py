@@ -51,13 +51,16 @@ class Setting:
         self.res, self.s = res, res["setting"]
         self.model_config = AutoConfig.from_pretrained(self.s.model)
         self.equal = res["equal"]
+        self._computed: dict[int, dict] = {}  # id(run) -> its cumulative counts, once per run
 
     def curve(self, run: Run, key: str = "flops") -> np.ndarray:
         """Cumulative `flops`, `tokens` or `wall` seconds after each step (index = step - 1)."""
         if key == "wall":  # interpolated between the logged steps
             steps, secs = zip(*([(0, 0.0)] + list(run.walls)))
             return np.interp(np.arange(1, len(run.records) + 1), steps, secs)
-        return compute(run.records, self.model_config)[key]
+        if id(run) not in self._computed:
+            self._computed[id(run)] = compute(run.records, self.model_config)
+        return self._computed[id(run)][key]
 
     def runs(self, arm: str, knobs=None) -> list[Run]:
         knobs = knobs or self.equal
@@ -335,6 +338,25 @@ def control_section(st: Setting, control: str = "random_admit") -> list[str]:
                     f"({diff(ctrl, length)[1]}) |", ""]
 
 
+def stable_text(v: dict) -> str:
+    """A sweep row's largest stable LR; one that diverged at the lowest multiple swept is only
+    known to be below it (the tuned x1 was stable): `< x128`, not `x1`."""
+    low = min(v["cells"])
+    return f"< x{low:g}" if v["stable"] < low else f"x{v['stable']:g}"
+
+
+def twice_as_stable(base: dict, arm: dict) -> bool:
+    """A largest stable LR at least twice the baseline's, the baseline's taken at its highest
+    (the lowest multiple swept, where it diverged there): a 2x for certain."""
+    return arm["stable"] >= 2 * max(base["stable"], min(base["cells"]))
+
+
+def half_the_spikes(base_spikes: float, arm_spikes: float) -> bool:
+    """At most half the baseline's spikes (fewer than half a spike a run counts as half one,
+    so 0 against 0.7 is not a 2x)."""
+    return base_spikes >= 2 * max(arm_spikes, 0.5)
+
+
 def sweep_cells(runs: list[Run], tuned_lr: float, seq: int) -> dict[tuple[str, str], dict]:
     """(arm, condition: warmup and clipping) -> {"cells": {LR multiple of the tuned one: its
     runs' measures}, "stable": the largest multiple up to which no seed diverged (x1: the tuned
@@ -384,14 +406,15 @@ def sweep_section(st: Setting, out: Path, figures: list[str]) -> list[str]:
                  f"max {c['max_grad']:.1f}; "
                  f"{c['diverged']}/{c['n']} diverged" if c else "n/a"
                  for c in (v["cells"].get(m) for m in mults)]
-        lines.append(f"| {arm} | {cond} | " + " | ".join(cells) + f" | x{v['stable']:g} |")
+        lines.append(f"| {arm} | {cond} | " + " | ".join(cells) + f" | {stable_text(v)} |")
         points[(arm, cond)] = {
             m: c["best"] if not c["diverged"] else math.nan for m, c in v["cells"].items()}
     fig = f"results_{st.s.name}_stability.png"
     plots.sweep(points, out / fig, f"{st.s.name}: stability sweep")
     figures.append(fig)
     return lines + ["", "Largest stable LR: the highest multiple of the tuned learning rate up "
-                    "to which no seed diverged (x1 if one did at the lowest multiple).", "",
+                    f"to which no seed diverged (`< x{mults[0]:g}`: one did at the lowest "
+                    "multiple swept; the tuned x1 was stable).", "",
                     f"![{fig}]({fig})", ""]
 
 
@@ -422,23 +445,25 @@ def ratio_section(st: Setting, out: Path, figures: list[str]) -> list[str]:
         for arm in sorted((a for a, c in table if c == cond), key=lambda a: (ratio[a], a)):
             v = table[(arm, cond)]
             c = v["cells"].get(at, {})
-            wins = arm != "baseline" and (v["stable"] >= 2 * base["stable"] or c.get(
-                "spikes", math.nan) * 2 <= base["cells"][at]["spikes"] - 1e-9)
+            wins = arm != "baseline" and (twice_as_stable(base, v) or half_the_spikes(
+                base["cells"][at]["spikes"], c.get("spikes", math.nan)))
             found.setdefault(cond, []).extend([f"{arm} ({ratio[arm]:g}x)"] if wins else [])
-            lines.append(f"| {cond} | {arm} | {ratio[arm]:g}x | x{v['stable']:g} | "
+            lines.append(f"| {cond} | {arm} | {ratio[arm]:g}x | {stable_text(v)} | "
                          f"{c.get('spikes', math.nan):.1f} | {c.get('max_grad', math.nan):.1f} | "
                          f"{fmt(c.get('cv'), '.2f')} | {fmt(c.get('best'))} | "
                          f"{c.get('diverged', '-')}/{c.get('n', '-')} | "
                          f"{'yes' if wins else '-'} |")
             family = ("baseline" if arm == "baseline" else arm.rsplit("_r", 1)[0]
                       if "_r" in arm else arm)
-            points.setdefault((family, cond), {})[ratio[arm]] = v["stable"]
+            points.setdefault((family, cond), {})[ratio[arm]] = (
+                v["stable"] if v["stable"] >= min(v["cells"]) else math.nan)  # below: a gap
     for family in {f for f, _ in points} - {"baseline"}:  # the families start at ratio 1
         for cond in {c for _, c in points}:
             if ("baseline", cond) in points and (family, cond) in points:
                 points[(family, cond)].setdefault(1.0, points[("baseline", cond)][1.0])
     lines += [""] + [f"- {cond}: " + (f"2x at {', '.join(arms)}" if arms else
                                        "no ratio raised the largest stable LR or cut spikes 2x")
+                     + (f" (the baseline's largest stable LR {stable_text(table[('baseline', cond)])})")
                      for cond, arms in found.items()]
     fig = f"results_{st.s.name}_ratios.png"
     plots.ratios({k: v for k, v in points.items() if k[0] != "baseline"}, out / fig,
@@ -580,14 +605,14 @@ def targets_section(summaries: dict[str, dict], results: list[dict]) -> list[str
             at = min(fell) if fell else max(b["cells"])
             bs = b["cells"][at]["spikes"]
             cs = c["cells"].get(at, {}).get("spikes", math.nan)
-            fewer = bs >= 2 * max(cs, 0.5)
-            higher = c["stable"] >= 2 * b["stable"]
+            fewer = half_the_spikes(bs, cs)
+            higher = twice_as_stable(b, c)
             conditions += 1
             missed += not (fewer or higher)
             same += c["stable"] == b["stable"]
             lines.append(
                 f"- {res['setting'].name}, {cond}: "
-                f"largest stable LR baseline x{b['stable']:g}, staircase x{c['stable']:g} "
+                f"largest stable LR baseline {stable_text(b)}, staircase {stable_text(c)} "
                 f"({'**met**, >= 2x higher' if higher else '**not met**, not 2x higher'}); at LR "
                 f"x{at:g} ("
                 + ("where a baseline seed first diverged" if fell

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import shutil
 import subprocess
 import time
 from dataclasses import dataclass, field
@@ -16,7 +17,7 @@ from pathlib import Path
 
 import yaml
 
-from axolotl_curriculum.core.names import EVAL_FILE
+from axolotl_curriculum.core.names import EVAL_FILE, LOG_FILE, read_jsonl
 from axolotl_curriculum.testing import axolotl_env, base_config
 
 from .arms import WARMUP
@@ -126,7 +127,10 @@ def train(run: Run, work: Path) -> Run:
         run.before = read_before(run.out)
         run.cached = True
         return run
-    run.out.mkdir(parents=True, exist_ok=True)
+    # a run killed part-way left its events and log lines: training into them again would
+    # mix two runs' curves (the readers take every event file), so it starts from nothing
+    shutil.rmtree(run.out, ignore_errors=True)
+    run.out.mkdir(parents=True)
     cfg = run.config()
     cfg["output_dir"] = str(run.out)
     cfg["dataset_prepared_path"] = str(prepared(run.setting, work))
@@ -136,9 +140,8 @@ def train(run: Run, work: Path) -> Run:
     proc = axolotl("train", path)
     run.seconds = time.perf_counter() - t
     (run.out / "train.log").write_text(proc.stdout + proc.stderr)
-    log = run.out / "curriculum_log.jsonl"
-    if log.exists():
-        lines = [json.loads(l) for l in log.read_text().splitlines() if l.strip()]
+    lines = read_jsonl(run.out / LOG_FILE)
+    if lines:
         run.records = sorted((r for r in lines if r.get("rank", 0) == 0), key=lambda r: r["step"])
     run.evals = read_evals(run.out)
     run.walls = read_walls(run.out)
@@ -200,13 +203,8 @@ def read_evals(out: Path) -> list[tuple[int, float]]:
 
 def read_before(out: Path) -> dict[str, float]:
     """The probes before step 1 (`probe/...` of curriculum_evals.jsonl's step-0 line)."""
-    path = out / EVAL_FILE
     found = {}
-    for raw in path.read_text().splitlines() if path.exists() else []:
-        try:
-            line = json.loads(raw)
-        except ValueError:  # cut short by a killed run
-            continue
+    for line in read_jsonl(out / EVAL_FILE):
         if line.get("step") == 0:
             found.update({k: v for k, v in line.items() if k.startswith("probe/")})
     return found
