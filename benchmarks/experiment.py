@@ -99,12 +99,15 @@ PRESETS = {
     # scratch, around where the full preset's baseline first blew up (x64 stable, x128 not
     # without warmup; x256 the top), with and without warmup, 3 seeds a cell: ~190 runs, ~1 h
     # on 2 cores (runs ~41 s, two at a time). --settings finetune sweeps fine-tuning at x16-x64
-    # (~2 h more, not run yet)
+    # (where the full preset's baseline first diverged: x16 without warmup, x64 with), its runs
+    # 80 steps as in the default preset's fine-tuning (the base model's pretraining unchanged)
+    # so that its ~190 runs fit ~1.5 h (not run yet)
     "ratios": dict(settings=("scratch",), seeds=3, headline_seeds=3, arms=RATIOS,
                    grid_lr=(0.5, 1.0, 2.0, 4.0), grid_warmup=(0.02, 0.2), sweep_seeds=3,
                    sweep_arms=RATIOS, schedules=False, sweep_lr=(),
                    per_setting={"scratch": dict(sweep_lr=(64.0, 128.0, 256.0)),
-                                "finetune": dict(sweep_lr=(16.0, 32.0, 64.0))}),
+                                "finetune": dict(sweep_lr=(16.0, 32.0, 64.0),
+                                                 setting_size=dict(steps=80, eval_every=10))}),
     # the real model (--size real): the arms that decide, no tuning grid, 3 seeds
     "real": dict(settings=("real",), seeds=3, headline_seeds=3,
                  arms=("baseline", "staircase", "warmup_shuffle"), grid_lr=(1.0,),
@@ -328,10 +331,12 @@ def main() -> int:
     names = ("user",) if user else args.settings or preset["settings"]
     results = []
     for name in names:
-        setting = settings(name, work, size, args)
+        local = {**preset, **preset.get("per_setting", {}).get(name, {})}
+        # a setting's own run length (the ratios preset's shorter fine-tuning), on the small size
+        own = {**size, **(local.get("setting_size", {}) if args.size == "small" else {})}
+        setting = settings(name, work, own, args)
         print(f"experiment: setting {name} ({setting.data['describe']})", flush=True)
         prepare(setting, work)
-        local = {**preset, **preset.get("per_setting", {}).get(name, {})}
         picked = ["baseline"] + [a for a in args.arms or local["arms"] if a != "baseline"]
         results.append(study(setting, local, picked, runner))
     command = " ".join(shlex.quote(a) for a in ["python", *sys.argv])
