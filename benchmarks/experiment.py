@@ -107,7 +107,7 @@ PRESETS = {
                    sweep_arms=RATIOS, schedules=False, sweep_lr=(),
                    per_setting={"scratch": dict(sweep_lr=(64.0, 128.0, 256.0)),
                                 "finetune": dict(sweep_lr=(16.0, 32.0, 64.0),
-                                                 setting_size=dict(steps=80, eval_every=10))}),
+                                                 size=dict(steps=80, eval_every=10))}),
     # the real model (--size real): the arms that decide, no tuning grid, 3 seeds
     "real": dict(settings=("real",), seeds=3, headline_seeds=3,
                  arms=("baseline", "staircase", "warmup_shuffle"), grid_lr=(1.0,),
@@ -332,8 +332,8 @@ def main() -> int:
     results = []
     for name in names:
         local = {**preset, **preset.get("per_setting", {}).get(name, {})}
-        # a setting's own run length (the ratios preset's shorter fine-tuning), on the small size
-        own = {**size, **(local.get("setting_size", {}) if args.size == "small" else {})}
+        # the preset's size keys, a setting's own over them (the ratios preset's fine-tuning)
+        own = {**SIZES[args.size], **(local.get("size", {}) if args.size == "small" else {})}
         setting = settings(name, work, own, args)
         print(f"experiment: setting {name} ({setting.data['describe']})", flush=True)
         prepare(setting, work)
