@@ -70,11 +70,18 @@ class AxolotlRun:
         return sorted((r for r in self.records if r["rank"] == rank), key=lambda r: r["step"])
 
 
+# `axolotl train` in one process: Axolotl's own `--launcher python` trains in the CLI's process,
+# sparing the accelerate launcher and a second interpreter (~20 s of a ~60 s tiny run here).
+# Tests of what a user's plain `axolotl train cfg.yml` does (accelerate) pass launcher_args=():
+# the README's commands and the error output through accelerate (tests/test_config_mistakes.py).
+ONE_PROCESS = ("--launcher", "python")
+
+
 @pytest.fixture
 def axolotl_train(tmp_path, tiny_model, long_corpus):
     """Run `axolotl train` on a config built from the demo's defaults plus overrides."""
 
-    def run(launcher_args: tuple[str, ...] = (), env: dict | None = None, check: bool = True,
+    def run(launcher_args: tuple[str, ...] = ONE_PROCESS, env: dict | None = None, check: bool = True,
             probe: bool = False, **overrides) -> AxolotlRun:
         """`probe`: add tests/plugins/fed_probe.py's FedProbe (what the model's forward received,
         the rows each micro-batch fetched and the train dataset's rows, from outside)."""

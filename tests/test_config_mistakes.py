@@ -124,7 +124,8 @@ def test_axolotl_train_ends_on_the_plugins_line(axolotl_train):
     assert "Traceback" not in run.proc.stderr
     # 14 through the default launcher: the misspelled key fails the run, named once, and the
     # child prints no traceback of its own (the one left is accelerate's)
-    run = axolotl_train(check=False, curriculum=None, curriculm={"levels": LEVELS})
+    run = axolotl_train(launcher_args=(), check=False, curriculum=None,
+                        curriculm={"levels": LEVELS})
     assert run.proc.returncode != 0
     line = "axolotl-curriculum: error: unknown key 'curriculm'; did you mean 'curriculum'?"
     assert stderr_lines(run).count(line) == 1

@@ -16,7 +16,7 @@ from peft import PeftModel
 from transformers import AutoModelForCausalLM
 
 from axolotl_curriculum.testing import axolotl_env
-from conftest import PLUGINS, two_ranks
+from conftest import ONE_PROCESS, PLUGINS, two_ranks
 
 pytestmark = [pytest.mark.e2e, pytest.mark.axolotl_api]
 
@@ -29,7 +29,7 @@ EXPECTED = [[1, {"rope_type": "default", "rope_theta": 10_000.0}],
             [9, {"rope_type": "default", "rope_theta": 160_000.0}]]
 
 
-def probed(axolotl_train, launcher=(), **overrides):
+def probed(axolotl_train, launcher=ONE_PROCESS, **overrides):
     env = {"ROPE_EXPECTED": json.dumps(EXPECTED),
            "PYTHONPATH": os.pathsep.join(p for p in (str(PLUGINS), os.environ.get("PYTHONPATH")) if p)}
     return axolotl_train(launcher, env=env, max_steps=12, logging_steps=4,
@@ -41,10 +41,10 @@ def seen(run, rank):
     return json.loads((run.out / f"rope_probe.rank{rank}.json").read_text())
 
 
-def check_steps(records):
-    assert [r["step"] for r in records] == list(range(1, 13))
+def check_steps(records, expected=EXPECTED, steps=12):
+    assert [r["step"] for r in records] == list(range(1, steps + 1))
     for r in records:
-        want = [p for first, p in EXPECTED if first <= r["step"]][-1]
+        want = [p for first, p in expected if first <= r["step"]][-1]
         assert r["inv_freq"] and all(r["scaling"]), r
         assert r["config"]["rope_theta"] == want["rope_theta"], r
         if "logits_diff" in r:

@@ -8,7 +8,7 @@ import pytest
 import yaml
 
 from axolotl_curriculum.testing import axolotl_env, base_config
-from conftest import crash_at, two_ranks
+from conftest import ONE_PROCESS, crash_at, two_ranks
 from e2e_checks import assert_report, logged_ladder
 
 pytestmark = pytest.mark.e2e
@@ -102,7 +102,7 @@ def test_resume_continues_the_level_and_refuses_a_changed_block(axolotl_train, t
         cfg = base_config(tiny_model, long_corpus, out, max_steps=max_steps, **{**common, **extra})
         path = tmp_path / f"interrupted-{max_steps}.yml"
         path.write_text(yaml.safe_dump(cfg))
-        proc = subprocess.run(["axolotl", "train", str(path)], env=axolotl_env(),
+        proc = subprocess.run(["axolotl", "train", str(path), *ONE_PROCESS], env=axolotl_env(),
                               capture_output=True, text=True, timeout=900)
         assert not check or proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
         return proc
@@ -183,7 +183,7 @@ def test_resume_inside_filter_mode_across_an_epoch_boundary(axolotl_train, tmp_p
                           **{**common, **extra, **{k: v for k, v in crashing.items() if k != "env"}})
         path = tmp_path / f"filter-{crash}.yml"
         path.write_text(yaml.safe_dump(cfg))
-        proc = subprocess.run(["axolotl", "train", str(path)], env={**axolotl_env(), **crashing["env"]},
+        proc = subprocess.run(["axolotl", "train", str(path), *ONE_PROCESS], env={**axolotl_env(), **crashing["env"]},
                               capture_output=True, text=True, timeout=900)
         assert (proc.returncode != 0) == bool(crash), proc.stdout[-3000:] + proc.stderr[-3000:]
 

@@ -23,15 +23,31 @@ HERE = Path(__file__).parent
 WORKER = HERE / "fsdp_grad_norm.py"
 
 
+# levels that change the RoPE base at steps 11 and 21 (sense_grad never advances early here)
+ZERO_LEVELS = [{"input_len": 32, "max_steps": 10},
+               {"input_len": 64, "max_steps": 10, "rope_theta": 40_000.0},
+               {"input_len": 128, "rope_theta": 160_000.0}]
+ZERO_ROPE = [[1, {"rope_type": "default", "rope_theta": 10_000.0}],
+             [11, {"rope_type": "default", "rope_theta": 40_000.0}],
+             [21, {"rope_type": "default", "rope_theta": 160_000.0}]]
+
+
 @pytest.mark.parametrize("stage", [2, 3])
 def test_deepspeed_zero_on_two_ranks(axolotl_train, stage):
+    """Levels, the gate's global norm and per-level RoPE under ZeRO's partitions. The rotary
+    frequencies are buffers, not partitioned, so each rank's rotary equals a model built anew
+    with the level's RoPE at every step (the rope probe; logits skipped: ZeRO-3 partitions the
+    weights a fresh forward would need)."""
+    from test_e2e_rope import check_steps
+
     run = axolotl_train(
         launcher_args=two_ranks(),
-        env={"PYTHONPATH": f"{HERE / 'shims'}:{HERE / 'plugins'}", "DS_CPU_SHIM": "1"},
+        env={"PYTHONPATH": f"{HERE / 'shims'}:{HERE / 'plugins'}", "DS_CPU_SHIM": "1",
+             "ROPE_EXPECTED": json.dumps(ZERO_ROPE), "ROPE_NO_LOGITS": "1"},
         deepspeed=str(HERE.parent / "example_configs" / "deepspeed" / f"zero{stage}.json"),
-        plugins=["axolotl_curriculum.CurriculumPlugin", "model_probe.ModelProbe"],
-        curriculum={"levels": [{"input_len": 32, "max_steps": 10}, {"input_len": 64, "max_steps": 10},
-                               {"input_len": 128}],
+        plugins=["axolotl_curriculum.CurriculumPlugin", "model_probe.ModelProbe",
+                 "rope_probe.RopeProbe"],
+        curriculum={"levels": ZERO_LEVELS,
                     "sense_grad": {"check_every": 2, "min_steps": 2, "max_grad_cv": 1e-6}},
     )
     for rank in (0, 1):
@@ -39,6 +55,10 @@ def test_deepspeed_zero_on_two_ranks(axolotl_train, stage):
         assert (probe["wrapped"], probe["zero_stage"], probe["world_size"]) == \
             ("DeepSpeedEngine", stage, 2)
         assert probe["engine_optimizer"].startswith("DeepSpeedZeroOptimizer")
+        check_steps(json.loads((run.out / f"rope_probe.rank{rank}.json").read_text()),
+                    ZERO_ROPE, steps=30)
+        assert [r["rope_theta"] for r in run.rank(rank)] == \
+            [10_000.0] * 10 + [40_000.0] * 10 + [160_000.0] * 10
     r0, r1 = run.rank(0), run.rank(1)
     for recs in (r0, r1):
         # the fixed micro-batch: 2 packed rows of 128 tokens at every level, full while cut
@@ -50,25 +70,6 @@ def test_deepspeed_zero_on_two_ranks(axolotl_train, stage):
     keys = ("step", "decision", "reason", "grad_cv", "spikes", "loss_slope")
     d0 = [tuple(r[k] for k in keys) for r in r0 if "decision" in r]
     assert len(d0) == 15 and d0 == [tuple(r[k] for k in keys) for r in r1 if "decision" in r]
-
-
-def test_rope_levels_under_deepspeed_zero3_on_two_ranks(axolotl_train):
-    """Per-level RoPE with ZeRO-3's partitioned parameters: the rotary frequencies are buffers,
-    not partitioned, so each rank's rotary equals a model built anew with the level's RoPE
-    at every step (the rope probe), and both ranks switch at the same step."""
-    from test_e2e_rope import EXPECTED, LEVELS, check_steps
-
-    run = axolotl_train(
-        launcher_args=two_ranks(), max_steps=12, logging_steps=4,
-        env={"PYTHONPATH": f"{HERE / 'shims'}:{HERE / 'plugins'}", "DS_CPU_SHIM": "1",
-             "ROPE_EXPECTED": json.dumps(EXPECTED), "ROPE_NO_LOGITS": "1"},
-        deepspeed=str(HERE.parent / "example_configs" / "deepspeed" / "zero3.json"),
-        plugins=["axolotl_curriculum.CurriculumPlugin", "rope_probe.RopeProbe"],
-        curriculum={"levels": LEVELS})
-    for rank in (0, 1):
-        check_steps(json.loads((run.out / f"rope_probe.rank{rank}.json").read_text()))
-        assert [r["rope_theta"] for r in run.rank(rank)] == \
-            [10_000.0] * 4 + [40_000.0] * 4 + [160_000.0] * 4
 
 
 @pytest.mark.parametrize("version", [1, 2])

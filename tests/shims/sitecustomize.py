@@ -2,13 +2,16 @@
 
 DeepSpeed itself runs on CPU (its CPU accelerator uses gloo), but three CUDA assumptions in the
 layers above it stop a CPU run before the first step. Imported by Python at start-up when this
-folder is on PYTHONPATH; active only with DS_CPU_SHIM=1 and no CUDA. Nothing here changes what
+folder is on PYTHONPATH; active only with DS_CPU_SHIM=1, no CUDA and in a training rank
+(`-m axolotl.cli.train`): its imports cost ~10 s a process, and the `axolotl` CLI, torchrun and
+the helpers `datasets` spawns to save a dataset need none of it. Nothing here changes what
 DeepSpeed computes: the engine, ZeRO partitioning, the reductions and the global norm are real.
 """
 
 import os
+import sys
 
-if os.environ.get("DS_CPU_SHIM") == "1":
+if os.environ.get("DS_CPU_SHIM") == "1" and "axolotl.cli.train" in sys.orig_argv:
     import torch
 
     if not torch.cuda.is_available():
