@@ -27,7 +27,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from study import data as datasets
-from study.arms import CORE, EXTEND, EXTRA, RATIOS, arms, extend_arms
+from study.arms import CORE, EXTEND, EXTRA, RATIOS, RATIOS_FINETUNE, arms, extend_arms
 from study.models import fresh_model, pretrained
 from study.report import write_report
 from study.runs import Knobs, Run, Setting, prepare, train
@@ -98,16 +98,21 @@ PRESETS = {
     # issue 26: the stability sweep at length ratios 4, 16, 64 (and a ramp from 8 tokens), from
     # scratch, around where the full preset's baseline first blew up (x64 stable, x128 not
     # without warmup; x256 the top), with and without warmup, 3 seeds a cell: ~190 runs, ~1 h
-    # on 2 cores (runs ~41 s, two at a time). --settings finetune sweeps fine-tuning at x16-x64
-    # (where the full preset's baseline first diverged: x16 without warmup, x64 with), its runs
-    # 80 steps as in the default preset's fine-tuning (the base model's pretraining unchanged)
-    # so that its ~190 runs fit ~1.5 h (not run yet)
+    # on 2 cores (runs ~41 s, two at a time). --settings finetune: fine-tuning's runs cost ~4x,
+    # so 80 steps (the default preset's; the base model unchanged), 4 evals, the full preset's
+    # tuned LR x2 and 20% warmup (no grid), one seed at x1, the control at 64x only, and each
+    # condition swept at the rates either side of the full preset's first baseline blow-up
+    # (x8 | x16 without warmup, x32 | x64 with): 72 sweep runs, 3 seeds a cell
     "ratios": dict(settings=("scratch",), seeds=3, headline_seeds=3, arms=RATIOS,
                    grid_lr=(0.5, 1.0, 2.0, 4.0), grid_warmup=(0.02, 0.2), sweep_seeds=3,
                    sweep_arms=RATIOS, schedules=False, sweep_lr=(),
                    per_setting={"scratch": dict(sweep_lr=(64.0, 128.0, 256.0)),
-                                "finetune": dict(sweep_lr=(16.0, 32.0, 64.0),
-                                                 size=dict(steps=80, eval_every=10))}),
+                                "finetune": dict(
+                                    arms=RATIOS_FINETUNE, sweep_arms=RATIOS_FINETUNE,
+                                    grid_lr=(2.0,), grid_warmup=(0.2,), seeds=1,
+                                    headline_seeds=1,
+                                    sweep_lr={"no_warmup": (8.0, 16.0), "warmup": (32.0, 64.0)},
+                                    size=dict(steps=80, eval_every=20))}),
     # the real model (--size real): the arms that decide, no tuning grid, 3 seeds
     "real": dict(settings=("real",), seeds=3, headline_seeds=3,
                  arms=("baseline", "staircase", "warmup_shuffle"), grid_lr=(1.0,),
@@ -244,6 +249,15 @@ class Runner:
         return finished
 
 
+def sweep_multiples(sweep_lr, warmup: float) -> list[tuple[float, tuple]]:
+    """(warmup, LR multiples) for the sweep's two conditions, no warmup and the tuned warmup.
+    `sweep_lr`: the multiples of both, or {"no_warmup": ..., "warmup": ...} where the two blow
+    up at different learning rates (fine-tuning: x16 without warmup, x64 with) and the runs
+    would be wasted far from either."""
+    own = sweep_lr if isinstance(sweep_lr, dict) else {"no_warmup": sweep_lr, "warmup": sweep_lr}
+    return [(0.0, tuple(own["no_warmup"])), (warmup, tuple(own["warmup"]))]
+
+
 def study(setting: Setting, preset: dict, chosen: list[str], run: Runner) -> dict:
     """One setting: the grid, the seeds at the tuned settings, the sweeps; the runs by role."""
     from study.measures import best
@@ -268,10 +282,10 @@ def study(setting: Setting, preset: dict, chosen: list[str], run: Runner) -> dic
     sweep = []
     swept = [a for a in preset.get("sweep_arms", tuned_arms) if a in chosen]
     if preset["sweep_lr"]:
-        for wu in (0.0, equal.warmup):
+        for wu, mults in sweep_multiples(preset["sweep_lr"], equal.warmup):
             sweep += [Run(setting, a, all_arms[a], s, Knobs(equal.lr_mult * m, wu, clip=clip))
                       for clip in preset.get("sweep_clip", (None,))
-                      for a in swept for m in preset["sweep_lr"]
+                      for a in swept for m in mults
                       for s in range(preset.get("sweep_seeds", 2))]
         sweep = run(sweep)
     schedules = []
@@ -318,7 +332,6 @@ def main() -> int:
     preset = dict(PRESETS[args.preset])
     if args.seeds:
         preset.update(seeds=args.seeds, headline_seeds=max(args.seeds, preset["headline_seeds"]))
-    size = {**SIZES[args.size], **(preset.get("size", {}) if args.size == "small" else {})}
     work = Path(args.work) / args.size
     work.mkdir(parents=True, exist_ok=True)
     known = set(arms(64, 100)) | set(EXTEND)
@@ -333,15 +346,15 @@ def main() -> int:
     for name in names:
         local = {**preset, **preset.get("per_setting", {}).get(name, {})}
         # the preset's size keys, a setting's own over them (the ratios preset's fine-tuning)
-        own = {**SIZES[args.size], **(local.get("size", {}) if args.size == "small" else {})}
-        setting = settings(name, work, own, args)
+        size = {**SIZES[args.size], **(local.get("size", {}) if args.size == "small" else {})}
+        setting = settings(name, work, size, args)
         print(f"experiment: setting {name} ({setting.data['describe']})", flush=True)
         prepare(setting, work)
         picked = ["baseline"] + [a for a in args.arms or local["arms"] if a != "baseline"]
         results.append(study(setting, local, picked, runner))
     command = " ".join(shlex.quote(a) for a in ["python", *sys.argv])
     write_report(results, Path(args.report), command=command, started=started,
-                 runner=runner, preset=args.preset, size=size, cores=os.cpu_count(),
+                 runner=runner, preset=args.preset, cores=os.cpu_count(),
                  left_out=() if user else tuple(n for n in preset["settings"]
                                                       if n not in names))
     return 0

@@ -116,7 +116,7 @@ def test_axolotl_train_ends_on_the_plugins_line(axolotl_train):
     """In the process that reads the config the plugin's line is the last one, with no
     traceback. `axolotl train` execs `accelerate launch`, which prints its own
     CalledProcessError after the child; the plugin cannot run there (docs/design.md)."""
-    run = axolotl_train(launcher_args=("--launcher", "python"), check=False,
+    run = axolotl_train(check=False,
                         curriculum={"levels": [{"input_len": "x", "max_steps": 10}, {"input_len": 128}]})
     assert run.proc.returncode != 0
     assert stderr_lines(run)[-1] == ("axolotl-curriculum: error: curriculum.levels[0].input_len: "
@@ -154,7 +154,7 @@ def test_a_level_no_row_fills_fails_before_the_model_loads(axolotl_train, tmp_pa
     (tmp_path / "probe" / "load_probe.py").write_text(PROBE)
     data = write_instructions(tmp_path / "alpaca.jsonl", n=120, seed=3)
     run = axolotl_train(
-        launcher_args=("--launcher", "python"), check=False,
+        check=False,
         env={"PYTHONPATH": os.pathsep.join([str(tmp_path / "probe"),
                                             os.environ.get("PYTHONPATH", "")])},
         plugins=["axolotl_curriculum.CurriculumPlugin", "load_probe.LoadProbe"],

@@ -20,13 +20,21 @@ from conftest import ONE_PROCESS, PLUGINS, two_ranks
 
 pytestmark = [pytest.mark.e2e, pytest.mark.axolotl_api]
 
-LEVELS = [{"input_len": 32, "max_steps": 4},
-          {"input_len": 64, "max_steps": 4, "rope_theta": 40_000.0},
-          {"input_len": 128, "rope_theta": 160_000.0}]
-# the tiny llama's own RoPE is the default at theta 10000 (testing.save_llama)
-EXPECTED = [[1, {"rope_type": "default", "rope_theta": 10_000.0}],
-            [5, {"rope_type": "default", "rope_theta": 40_000.0}],
-            [9, {"rope_type": "default", "rope_theta": 160_000.0}]]
+THETAS = (10_000.0, 40_000.0, 160_000.0)  # the tiny llama's own (testing.save_llama), then raised
+
+
+def rope_levels(per_level: int) -> tuple[list[dict], list]:
+    """Levels 32, 64, 128 of `per_level` steps each (the last open-ended), the RoPE base raised
+    at each, and the rotary each step should run: [[first step, rope parameters], ...]."""
+    levels = [{"input_len": 32, "max_steps": per_level},
+              {"input_len": 64, "max_steps": per_level, "rope_theta": THETAS[1]},
+              {"input_len": 128, "rope_theta": THETAS[2]}]
+    expected = [[1 + i * per_level, {"rope_type": "default", "rope_theta": t}]
+                for i, t in enumerate(THETAS)]
+    return levels, expected
+
+
+LEVELS, EXPECTED = rope_levels(4)
 
 
 def probed(axolotl_train, launcher=ONE_PROCESS, **overrides):

@@ -18,18 +18,14 @@ import pytest
 from axolotl_curriculum.testing import axolotl_env
 from conftest import two_ranks
 from test_e2e import assert_levels_fed
+from test_e2e_rope import check_steps, rope_levels
 
 HERE = Path(__file__).parent
 WORKER = HERE / "fsdp_grad_norm.py"
 
 
 # levels that change the RoPE base at steps 11 and 21 (sense_grad never advances early here)
-ZERO_LEVELS = [{"input_len": 32, "max_steps": 10},
-               {"input_len": 64, "max_steps": 10, "rope_theta": 40_000.0},
-               {"input_len": 128, "rope_theta": 160_000.0}]
-ZERO_ROPE = [[1, {"rope_type": "default", "rope_theta": 10_000.0}],
-             [11, {"rope_type": "default", "rope_theta": 40_000.0}],
-             [21, {"rope_type": "default", "rope_theta": 160_000.0}]]
+ZERO_LEVELS, ZERO_ROPE = rope_levels(10)
 
 
 @pytest.mark.parametrize("stage", [2, 3])
@@ -38,8 +34,6 @@ def test_deepspeed_zero_on_two_ranks(axolotl_train, stage):
     frequencies are buffers, not partitioned, so each rank's rotary equals a model built anew
     with the level's RoPE at every step (the rope probe; logits skipped: ZeRO-3 partitions the
     weights a fresh forward would need)."""
-    from test_e2e_rope import check_steps
-
     run = axolotl_train(
         launcher_args=two_ranks(),
         env={"PYTHONPATH": f"{HERE / 'shims'}:{HERE / 'plugins'}", "DS_CPU_SHIM": "1",

@@ -145,27 +145,31 @@ def test_wall_time_is_read_from_the_trainers_event_clock(tmp_path):
     assert read_walls(tmp_path / "none") == []
 
 
+def sweep_run(setting, arm, mult, blows, warmup=0.0):
+    """A made-up sweep run of 10 steps: a NaN loss at the last step where it `blows`."""
+    from study.arms import arms
+    from study.runs import Knobs, Run
+
+    loss = [2.0] * 9 + [float("nan") if blows else 1.5]
+    records = [{"step": i + 1, "loss": x, "grad_norm": 1.0, "input_len": 256}
+               for i, x in enumerate(loss)]
+    return Run(setting, arm, arms(256, 10)[arm], 0, Knobs(mult, warmup), ok=True,
+               records=records, evals=[(5, 2.0), (10, 1.9)])
+
+
 def test_the_ratio_section_finds_a_ratio_that_doubles_the_stable_lr(tiny_model, tmp_path):
     """Issue 26's table from made-up sweep runs: the baseline diverges at x4 (a NaN loss), the
     staircase from seq/16 does not (largest stable LR x4 against x2: 2x), the staircase from
     seq/4 diverges with the baseline; the arms' ratios come from their own first lengths."""
-    from study.arms import arms
     from study.report import Setting as Measured, ratio_section
-    from study.runs import Knobs, Run, Setting
+    from study.runs import Knobs, Setting
 
     setting = Setting("scratch", tiny_model, {}, 256, 10, 2, 1e-3, 5)
-    blocks = arms(256, 10)
-
-    def run(arm, mult, blows):
-        loss = [2.0] * 9 + [float("nan") if blows else 1.5]
-        records = [{"step": i + 1, "loss": x, "grad_norm": 1.0, "input_len": 256}
-                   for i, x in enumerate(loss)]
-        return Run(setting, arm, blocks[arm], 0, Knobs(mult, 0.0), ok=True, records=records,
-                   evals=[(5, 2.0), (10, 1.9)])
-
-    sweep = [run("baseline", 2.0, False), run("baseline", 4.0, True),
-             run("staircase", 2.0, False), run("staircase", 4.0, True),
-             run("staircase_r16", 2.0, False), run("staircase_r16", 4.0, False)]
+    sweep = [sweep_run(setting, "baseline", 2.0, False), sweep_run(setting, "baseline", 4.0, True),
+             sweep_run(setting, "staircase", 2.0, False),
+             sweep_run(setting, "staircase", 4.0, True),
+             sweep_run(setting, "staircase_r16", 2.0, False),
+             sweep_run(setting, "staircase_r16", 4.0, False)]
     st = Measured({"setting": setting, "equal": Knobs(), "sweep": sweep, "main": []})
     figures = []
     lines = ratio_section(st, tmp_path, figures)
@@ -175,6 +179,37 @@ def test_the_ratio_section_finds_a_ratio_that_doubles_the_stable_lr(tiny_model, 
     assert " 1x | x2 |" in rows["baseline"]
     assert "- no warmup: 2x at staircase_r16 (16x) (the baseline's largest stable LR x2)" in lines
     assert (tmp_path / figures[0]).is_file()
+
+
+def test_each_condition_sweeps_its_own_rates_and_is_judged_at_its_own_blow_up(tiny_model,
+                                                                                tmp_path):
+    """The fine-tuning sweep's rates differ by condition (x8, x16 without warmup; x32, x64
+    with): each condition's rows hold only its own rates and are judged at its own baseline's
+    first divergence."""
+    from experiment import sweep_multiples
+    from study.report import Setting as Measured, ratio_section
+    from study.runs import Knobs, Setting
+
+    both = sweep_multiples({"no_warmup": (8.0, 16.0), "warmup": (32.0, 64.0)}, 0.2)
+    assert both == [(0.0, (8.0, 16.0)), (0.2, (32.0, 64.0))]
+    assert sweep_multiples((64.0, 128.0), 0.2) == [(0.0, (64.0, 128.0)), (0.2, (64.0, 128.0))]
+    setting = Setting("finetune", tiny_model, {}, 256, 10, 2, 1e-3, 5)
+    blows = {("baseline", 16.0), ("staircase_r16", 16.0), ("baseline", 64.0),
+             ("staircase", 16.0), ("staircase", 64.0)}  # (the section needs two ratios)
+    sweep = [sweep_run(setting, arm, m, (arm, m) in blows, wu) for wu, mults in both
+             for m in mults for arm in ("baseline", "staircase", "staircase_r16")]
+    lines = ratio_section(Measured({"setting": setting, "equal": Knobs(), "sweep": sweep,
+                                    "main": []}), tmp_path, [])
+    rows = {(line.split(" | ")[0], line.split(" | ")[1]): line for line in lines
+            if line.startswith("| ")}
+    # without warmup both blew up at x16; with it the baseline at x64 and staircase_r16 not
+    assert " 16x | x8 |" in rows[("| no warmup", "staircase_r16")]
+    assert rows[("| no warmup", "staircase_r16")].endswith("| 1/1 | - |")
+    assert " 1x | x32 |" in rows[("| warmup 20%", "baseline")]
+    assert " 16x | x64 |" in rows[("| warmup 20%", "staircase_r16")]
+    assert rows[("| warmup 20%", "staircase_r16")].endswith("| 0/1 | yes |")
+    assert "- no warmup: no ratio raised the largest stable LR or cut spikes 2x" \
+        " (the baseline's largest stable LR x8)" in lines
 
 
 def test_a_baseline_that_diverged_at_the_lowest_rate_swept_is_below_it_not_x1():

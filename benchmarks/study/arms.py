@@ -109,6 +109,10 @@ EXTRA = ("one_length", "auto", "rarity", "compression", "loss", "random_admit")
 # issue 26: the staircase and the warm-up control at length ratios 4, 16 and 64, and a ramp
 RATIOS = ("baseline", "staircase", "staircase_r16", "staircase_r64", "fixed_linear",
           "warmup_shuffle", "warmup_shuffle_r16", "warmup_shuffle_r64")
+# fine-tuning's runs cost ~4x scratch's: the control at the longest ratio only (from scratch it
+# matched the staircase at every ratio)
+RATIOS_FINETUNE = ("baseline", "staircase", "staircase_r16", "staircase_r64", "fixed_linear",
+                   "warmup_shuffle_r64")
 
 
 # -- the context-extension setting (issue 24): a model pretrained at `base` tokens, extended to

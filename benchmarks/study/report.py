@@ -653,7 +653,7 @@ def limits(results: list[dict]) -> list[str]:
 
 
 def write_report(results: list[dict], out: Path, *, command: str, started: float, runner,
-                 preset: str, size: dict, cores: int | None, left_out: tuple = ()) -> None:
+                 preset: str, cores: int | None, left_out: tuple = ()) -> None:
     """docs/results.md and its figures; `started`: the invocation's time.perf_counter()."""
     out.mkdir(parents=True, exist_ok=True)
     runs = {r.out: r for r in runner.done}.values()  # a run asked for twice counts once
