@@ -224,3 +224,25 @@ def test_a_baseline_that_diverged_at_the_lowest_rate_swept_is_below_it_not_x1():
     assert twice_as_stable(base, {"stable": 256.0, "cells": cells})
     assert stable_text({"stable": 128.0, "cells": cells}) == "x128"
     assert not twice_as_stable({"stable": 128.0, "cells": cells}, {"stable": 128.0, "cells": cells})
+
+
+def test_thinned_held_out_rows_keep_each_kinds_share_and_the_base_models_data(tmp_path):
+    """The fine-tuning sweep evaluates on 48 of the 160 held-out rows: evenly spaced, so the
+    file's 120 docstrings then 40 recall rows stay 3:1; the data the base model was
+    pretrained on (its cache key's files) is untouched."""
+    import json
+
+    from study.data import digest, thinned, write_jsonl
+
+    rows = [{"kind": "doc", "i": i} for i in range(120)] + [{"kind": "recall", "i": i}
+                                                             for i in range(40)]
+    data = {"pretrain": write_jsonl(tmp_path / "pretrain.jsonl", [{"text": "a b"}]),
+            "train": write_jsonl(tmp_path / "train.jsonl", [{"text": "c d"}]),
+            "test": write_jsonl(tmp_path / "test.jsonl", rows), "describe": "rows"}
+    data["hash"] = digest(data["pretrain"], data["train"], data["test"])
+    thin = thinned(data, 48)
+    picked = [json.loads(line) for line in thin["test"].read_text().splitlines()]
+    assert len(picked) == 48 and len({(r["kind"], r["i"]) for r in picked}) == 48
+    assert sum(r["kind"] == "recall" for r in picked) == 12
+    assert (thin["pretrain"], thin["train"]) == (data["pretrain"], data["train"])
+    assert thin["hash"] != data["hash"] and len(rows) == len(data["test"].read_text().splitlines())
